@@ -1,0 +1,2 @@
+"""The `coterie` command line: node, nodetool, waltool and friends, wired on top of the
+actors, wal, membership and consensus packages."""
