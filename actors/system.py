@@ -136,6 +136,7 @@ class ActorSystem:
         host: str | None = None,
         port: int = 0,
         advertised_host: str | None = None,
+        advertised_port: int | None = None,
         cluster_id: str = "coterie",
         transport_config: TransportConfig | None = None,
         guardian_restarts: tuple[int, float] = (10, 60.0),
@@ -160,11 +161,12 @@ class ActorSystem:
                 host, port, cluster_id, self._deliver_remote, self._fail_asks, transport_config
             )
             bound = self._transport.start()
-            advertised = advertised_host or host
-            self.address = Address(
-                name, "127.0.0.1" if advertised == "0.0.0.0" else advertised, bound
-            )
-            self._local_endpoints = {f"{advertised}:{bound}"}
+            # What peers are told to connect to may differ from what we bind (NAT, port
+            # forwarding, 0.0.0.0); both name this system.
+            public_host = advertised_host or ("127.0.0.1" if host == "0.0.0.0" else host)
+            public_port = advertised_port or bound
+            self.address = Address(name, public_host, public_port)
+            self._local_endpoints = {f"{public_host}:{public_port}", f"{host}:{bound}"}
             if host in ("0.0.0.0", *_LOOPBACK_ALIASES):
                 self._local_endpoints.update(f"{alias}:{bound}" for alias in _LOOPBACK_ALIASES)
         else:

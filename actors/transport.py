@@ -310,10 +310,21 @@ class Transport:
             for i, item in enumerate(items):
                 size += len(item[2])
                 if size >= limit:
-                    self._send_frame(endpoint, route, items[start : i + 1])
+                    self._send_frame_safely(endpoint, route, items[start : i + 1])
                     start, size = i + 1, 0
             if start < len(items):
-                self._send_frame(endpoint, route, items[start:])
+                self._send_frame_safely(endpoint, route, items[start:])
+
+    def _send_frame_safely(self, endpoint: str, route: bytes | None, items: list[OutItem]) -> None:
+        # One bad destination must never take the IO thread, and with it the node, down.
+        try:
+            self._send_frame(endpoint, route, items)
+        except Exception as exc:
+            self.counters.inc("dropped_send_error", len(items))
+            log.error("sending a frame failed", endpoint=endpoint, error=repr(exc))
+            asks = [item[3] for item in items if item[3]]
+            if asks:
+                self._on_undeliverable(asks, f"send failed: {exc!r}")
 
     def _send_frame(self, endpoint: str, route: bytes | None, items: list[OutItem]) -> None:
         frame = items[0][2] if len(items) == 1 else b"".join(item[2] for item in items)
@@ -323,13 +334,16 @@ class Transport:
                 self._sent(items)
                 return
             except zmq.Again:
-                self._undeliverable(endpoint, items, "peer queue full")
+                self._undeliverable(endpoint, items, "peer_queue_full", "peer queue full")
                 return
             except zmq.ZMQError as exc:
                 if exc.errno != errno.EHOSTUNREACH:
                     raise
                 # The peer's connection is gone; its address may still be reachable directly.
                 self.counters.inc("route_fallbacks")
+                if not endpoint:
+                    self._undeliverable("?", items, "unroutable", "no connection and no address")
+                    return
         dealer = self._dealers.get(endpoint)
         if dealer is None:
             dealer = self._connect(endpoint)
@@ -337,18 +351,20 @@ class Transport:
             dealer.send(frame, zmq.NOBLOCK)
             self._sent(items)
         except zmq.Again:
-            self._undeliverable(endpoint, items, "peer queue full (peer down or slow)")
+            self._undeliverable(
+                endpoint, items, "peer_queue_full", "peer queue full (peer down or slow)"
+            )
 
     def _sent(self, items: list[OutItem]) -> None:
         self.counters.inc("frames_out")
         self.counters.inc("envelopes_out", len(items))
 
-    def _undeliverable(self, endpoint: str, items: list[OutItem], reason: str) -> None:
-        self.counters.inc("dropped_peer_queue_full", len(items))
-        self._drops.dropped("peer_queue_full", endpoint, reason)
+    def _undeliverable(self, endpoint: str, items: list[OutItem], reason: str, detail: str) -> None:
+        self.counters.inc(f"dropped_{reason}", len(items))
+        self._drops.dropped(reason, endpoint, detail)
         asks = [item[3] for item in items if item[3]]
         if asks:
-            self._on_undeliverable(asks, f"{reason}: {endpoint}")
+            self._on_undeliverable(asks, f"{detail}: {endpoint}")
 
     def _connect(self, endpoint: str) -> Any:
         sock = self._router.context.socket(zmq.DEALER)
@@ -359,7 +375,10 @@ class Transport:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.config.reconnect_max_ms)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_frame_bytes * 4)
         sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        host, port = endpoint.rsplit(":", 1)
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            sock.close(0)
+            raise ValueError(f"not a host:port endpoint: {endpoint!r}")
         if host.startswith("["):
             sock.setsockopt(zmq.IPV6, 1)
         sock.connect(f"tcp://{host}:{port}")

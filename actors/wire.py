@@ -368,8 +368,12 @@ def iter_frame(frame: bytes, cluster_id: str) -> Iterator[Envelope]:
         raw=False, use_list=True, max_buffer_size=max(len(frame), 1), strict_map_key=False
     )
     unpacker.feed(frame)
+    # Unpacker.tell() also counts the bytes of a partial trailing object, so the end of the
+    # last *whole* envelope is tracked separately to detect a frame cut mid-envelope.
+    whole = 0
     try:
         for item in unpacker:
+            whole = unpacker.tell()
             if type(item) is not list or len(item) != 7:
                 raise FrameError("malformed", "envelope is not a 7-element array")
             version, cluster, tag, sender, recipient, correlation, payload = item
@@ -390,5 +394,5 @@ def iter_frame(frame: bytes, cluster_id: str) -> Iterator[Envelope]:
         raise
     except Exception as exc:  # msgpack's own errors: ExtraData, FormatError, StackError...
         raise FrameError("malformed", f"frame does not decode: {type(exc).__name__}") from exc
-    if unpacker.tell() != len(frame):
-        raise FrameError("malformed", "frame ends inside an envelope")
+    if whole != len(frame):
+        raise FrameError("malformed", f"frame ends inside an envelope at byte {whole}")

@@ -213,6 +213,7 @@ class Parent(Actor):
 def test_escalation_after_restart_limit_stops_child_and_fails_parent(system: ActorSystem) -> None:
     parent = system.spawn(Props(Parent, 2), "parent")
     child = system.ref(parent.path.child("child"))
+    wait_until(lambda: system.is_alive(child))  # spawned by the parent's pre_start
     with capture_logs() as logs:
         for _ in range(3):
             with pytest.raises(ActorFailed):
@@ -240,6 +241,7 @@ def test_stop_decider_stops_the_child(system: ActorSystem) -> None:
 
     parent = system.spawn(Props(StopOnError, 1), "parent")
     child = system.ref(parent.path.child("child"))
+    wait_until(lambda: system.is_alive(child))
     child.tell("crash")
     wait_until(lambda: not system.is_alive(child))
     assert parent.ask("children").result() == []
