@@ -1,0 +1,157 @@
+"""Actor remoting benchmark: coterie tells and asks between two OS processes, each beside a raw
+pyzmq + msgpack DEALER/ROUTER baseline measured in the same run, between the same processes.
+
+Targets (issue 2): tell throughput >= 50 % of raw; ask p50 <= 2x raw.
+Each measurement is repeated and the median taken, alternating raw and coterie, so a noisy
+moment on the machine hurts both sides alike.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from actors import ActorSystem, configure_logging
+from bench.actor_peer import AwaitCount, Ping, Seq
+
+PEER = Path(__file__).with_name("actor_peer.py")
+
+
+class Peer:
+    def __init__(self, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=str(PEER.parent.parent),
+        )
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(20)
+
+
+def raw_tells(endpoint: str, count: int) -> float:
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"tcp://{endpoint}")
+    dealer.send(msgpack.packb(["ping", b""]))
+    dealer.recv()
+    started = time.perf_counter()
+    for n in range(count):
+        dealer.send(msgpack.packb(["seq", "s", n]))
+    dealer.send(msgpack.packb(["await", count]))
+    reply = msgpack.unpackb(dealer.recv())
+    elapsed = time.perf_counter() - started
+    assert reply == ["done", count], reply
+    dealer.close()
+    context.term()
+    return count / elapsed
+
+
+def raw_asks(endpoint: str, count: int) -> list[float]:
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"tcp://{endpoint}")
+    frame = msgpack.packb(["ping", b"x" * 32])
+    for _ in range(200):
+        dealer.send(frame)
+        dealer.recv()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        dealer.send(msgpack.packb(["ping", b"x" * 32]))
+        msgpack.unpackb(dealer.recv())
+        samples.append(time.perf_counter() - started)
+    dealer.close()
+    context.term()
+    return samples
+
+
+def coterie_tells(system: ActorSystem, address: str, count: int) -> float:
+    sink = system.ref(f"{address}/user/sink")
+    sink.ask(Ping(b"")).result(timeout=10)
+    started = time.perf_counter()
+    for n in range(count):
+        sink.tell(Seq("s", n))
+    got = sink.ask(AwaitCount(count), timeout=120).result()
+    elapsed = time.perf_counter() - started
+    assert got == count, got
+    return count / elapsed
+
+
+def coterie_asks(system: ActorSystem, address: str, count: int) -> list[float]:
+    sink = system.ref(f"{address}/user/sink")
+    for _ in range(200):
+        sink.ask(Ping(b"x" * 32)).result(timeout=10)
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        sink.ask(Ping(b"x" * 32), timeout=10).result()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    configure_logging("warning")
+    tells = 20_000 if quick else 200_000
+    asks = 500 if quick else 5_000
+    rounds = 1 if quick else 3
+    raw_peer, coterie_peer = Peer("raw"), Peer("coterie")
+    system = ActorSystem("bench", host="127.0.0.1")
+    try:
+        raw_tps, our_tps, raw_lat, our_lat = [], [], [], []
+        for _ in range(rounds):
+            raw_tps.append(raw_tells(raw_peer.info["endpoint"], tells))
+            our_tps.append(coterie_tells(system, coterie_peer.info["address"], tells))
+            raw_lat.extend(raw_asks(raw_peer.info["endpoint"], asks))
+            our_lat.extend(coterie_asks(system, coterie_peer.info["address"], asks))
+    finally:
+        system.shutdown()
+        raw_peer.close()
+        coterie_peer.close()
+    raw_t, our_t = statistics.median(raw_tps), statistics.median(our_tps)
+    raw_p50, our_p50 = percentile(raw_lat, 0.5), percentile(our_lat, 0.5)
+    result = {
+        "tell_throughput": {
+            "messages_per_run": tells,
+            "runs": rounds,
+            "raw_msgs_per_s": round(raw_t),
+            "coterie_msgs_per_s": round(our_t),
+            "ratio": round(our_t / raw_t, 3),
+            "target_ratio_min": 0.5,
+            "meets_target": our_t / raw_t >= 0.5,
+        },
+        "ask_round_trip": {
+            "samples": len(our_lat),
+            "raw_p50_us": round(raw_p50 * 1e6, 1),
+            "raw_p99_us": round(percentile(raw_lat, 0.99) * 1e6, 1),
+            "coterie_p50_us": round(our_p50 * 1e6, 1),
+            "coterie_p99_us": round(percentile(our_lat, 0.99) * 1e6, 1),
+            "p50_ratio": round(our_p50 / raw_p50, 3),
+            "target_p50_ratio_max": 2.0,
+            "meets_target": our_p50 / raw_p50 <= 2.0,
+        },
+    }
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv), indent=2))
