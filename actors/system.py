@@ -35,7 +35,7 @@ from actors.paths import ActorPath, Address, InvalidActorPath
 from actors.ref import ActorRef, AskFuture, CallbackThread, current_actor, settle
 from actors.scheduler import Scheduler
 from actors.supervision import OneForOne
-from actors.transport import Counters, DropLog, Transport, TransportConfig
+from actors.transport import Counters, RateLimitedLog, Transport, TransportConfig
 from actors.wire import (
     FAILURE_TAG,
     REPLY_TAG,
@@ -152,7 +152,7 @@ class ActorSystem:
         self._pending: dict[int, tuple[AskFuture, str, str]] = {}
         self._correlations = itertools.count(1)
         self._paths: dict[str, ActorPath] = {}
-        self._dead_letters = DropLog()
+        self._dead_letters = RateLimitedLog("dead letter")
         self._shut_down = False
         self._transport: Transport | None = None
         self._local_endpoints: set[str] = set()
@@ -386,9 +386,7 @@ class ActorSystem:
     def _dead_letter(self, target: str, message: Any, sender: ActorRef | None, reason: str) -> None:
         self.counters.inc("dead_letters")
         sender_text = sender.path.text if sender is not None else "-"
-        self._dead_letters.dropped(
-            f"dead letter ({reason})", target, f"{describe(message)} from {sender_text}"
-        )
+        self._dead_letters.emit(reason, target, message_type=describe(message), sender=sender_text)
 
     # ------------------------------------------------------------------ receiving (IO thread)
 

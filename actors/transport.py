@@ -72,27 +72,32 @@ class Counters:
         return dict(self._values)
 
 
-class DropLog:
-    """Warn about dropped input at most once per `interval` per (reason, peer), with a count."""
+class RateLimitedLog:
+    """Log `event` at most once per `interval` per key, with how many were suppressed.
 
-    def __init__(self, interval: float = 5.0) -> None:
+    A flood of bad frames or dead letters must leave a trace in the log without becoming the
+    log: the first occurrence is logged at once, repeats are counted and summarised.
+    """
+
+    def __init__(self, event: str, interval: float = 5.0) -> None:
+        self._event = event
         self._interval = interval
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
 
-    def dropped(self, reason: str, peer: str, detail: str) -> None:
+    def emit(self, reason: str, subject: str, **fields: object) -> None:
         now = time.monotonic()
-        key = (reason, peer)
+        key = (reason, subject)
         last, suppressed = self._last.get(key, (float("-inf"), 0))
         if now - last >= self._interval:
-            self._last[key] = (now, 0)
             if len(self._last) > 10_000:  # a flood from many peers must not grow this forever
                 self._last.clear()
+            self._last[key] = (now, 0)
             log.warning(
-                "dropped input",
+                self._event,
                 reason=reason,
-                peer=peer,
-                detail=detail,
+                subject=subject,
                 suppressed_since_last=suppressed,
+                **fields,
             )
         else:
             self._last[key] = (last, suppressed + 1)
@@ -121,7 +126,7 @@ class Transport:
         self._running = False
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
-        self._drops = DropLog()
+        self._drops = RateLimitedLog("dropped input")
         self.port: int | None = None
         self._thread = threading.Thread(target=self._run, name="coterie-io", daemon=True)
 
@@ -146,7 +151,7 @@ class Transport:
             return
         if len(self._outbox) >= self.config.outbox_limit:
             self.counters.inc("dropped_outbox_full")
-            self._drops.dropped("outbox_full", endpoint, "outbound queue at its limit")
+            self._drops.emit("outbox_full", endpoint, detail="outbound queue at its limit")
             if correlation:
                 self._on_undeliverable([correlation], "outbound queue full")
             return
@@ -247,7 +252,7 @@ class Transport:
                 return
             if len(parts) != 2:
                 self.counters.inc("dropped_malformed")
-                self._drops.dropped("malformed", _peer(parts[-1]), f"{len(parts)} parts")
+                self._drops.emit("malformed", _peer(parts[-1]), detail=f"{len(parts)} parts")
                 continue
             self._on_frame(parts[1], parts[0].bytes)
 
@@ -259,9 +264,8 @@ class Transport:
                 return
             if len(parts) != 1:
                 self.counters.inc("dropped_malformed")
-                self._drops.dropped(
-                    "malformed", self._dealer_endpoints.get(sock, "?"), f"{len(parts)} parts"
-                )
+                peer = self._dealer_endpoints.get(sock, "?")
+                self._drops.emit("malformed", peer, detail=f"{len(parts)} parts")
                 continue
             self._on_frame(parts[0], None)
 
@@ -271,7 +275,7 @@ class Transport:
         size = len(frame)
         if size > self.config.max_frame_bytes:
             counters.inc("dropped_oversized")
-            self._drops.dropped("oversized", _peer(frame), f"{size} bytes")
+            self._drops.emit("oversized", _peer(frame), detail=f"{size} bytes")
             return
         deliver = self._deliver
         envelopes = 0
@@ -282,13 +286,13 @@ class Transport:
                     deliver(envelope, route)
                 except FrameError as exc:
                     counters.inc(f"dropped_{exc.reason}")
-                    self._drops.dropped(exc.reason, _peer(frame), exc.detail)
+                    self._drops.emit(exc.reason, _peer(frame), detail=exc.detail)
                 except Exception:
                     counters.inc("dropped_internal_error")
                     log.exception("delivering an envelope failed", tag=envelope.tag)
         except FrameError as exc:
             counters.inc(f"dropped_{exc.reason}")
-            self._drops.dropped(exc.reason, _peer(frame), exc.detail)
+            self._drops.emit(exc.reason, _peer(frame), detail=exc.detail)
         counters.inc("envelopes_in", envelopes)
 
     def _flush(self) -> None:
@@ -361,7 +365,7 @@ class Transport:
 
     def _undeliverable(self, endpoint: str, items: list[OutItem], reason: str, detail: str) -> None:
         self.counters.inc(f"dropped_{reason}", len(items))
-        self._drops.dropped(reason, endpoint, detail)
+        self._drops.emit(reason, endpoint, detail=detail)
         asks = [item[3] for item in items if item[3]]
         if asks:
             self._on_undeliverable(asks, f"{detail}: {endpoint}")
