@@ -271,3 +271,25 @@ def test_each_kind_of_bad_input_is_counted(hostile_target) -> None:
         time.sleep(0.1)
     assert {k: grew(k) for k in kinds} == dict.fromkeys(kinds, True)
     assert echo.ask(Echo(b"still here")).result(timeout=5) == Echo(b"still here")
+
+
+def test_reconnects_after_the_peer_is_killed_and_restarted(net_system) -> None:
+    first = PeerProcess()
+    port = first.address.rsplit(":", 1)[1]
+    echo = net_system.ref(first.path("echo"))
+    assert echo.ask(Echo(b"before")).result(timeout=5) == Echo(b"before")
+    first.proc.kill()
+    first.proc.wait(5)
+    with pytest.raises(AskTimeout):
+        echo.ask(Echo(b"while down"), timeout=0.5).result()
+    second = PeerProcess("--port", port)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert echo.ask(Echo(b"after"), timeout=1).result() == Echo(b"after")
+                break
+            except AskTimeout:
+                assert time.monotonic() < deadline, "never reconnected"
+    finally:
+        assert second.close() == 0
