@@ -11,14 +11,15 @@ error naming the path and message type; only a silent peer makes an ask wait for
 
 from __future__ import annotations
 
-import itertools
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from actors.actor import Actor, Props, Reply, describe
+from actors.asks import PendingAsks
 from actors.cell import ActorCell, Delivery, StopActor
 from actors.errors import (
     FAILURE_KINDS,
@@ -26,7 +27,6 @@ from actors.errors import (
     ActorNameTaken,
     ActorNotFound,
     AskError,
-    AskTimeout,
     SystemShutDown,
     Undeliverable,
     UnhandledMessage,
@@ -80,16 +80,21 @@ class Guardian(Actor):
 
 
 class LocalReply(Reply):
-    __slots__ = ("future",)
+    __slots__ = ("asks", "correlation")
 
-    def __init__(self, future: AskFuture) -> None:
-        self.future = future
+    def __init__(self, asks: PendingAsks, correlation: int) -> None:
+        self.asks = asks
+        self.correlation = correlation
 
     def success(self, value: Any) -> None:
-        settle(self.future, value)
+        entry = self.asks.pop(self.correlation)
+        if entry is not None:  # else it already timed out
+            settle(entry[0], value)
 
     def failure(self, error: BaseException) -> None:
-        settle(self.future, error=error)
+        entry = self.asks.pop(self.correlation)
+        if entry is not None:
+            settle(entry[0], error=error)
 
 
 class RemoteReply(Reply):
@@ -149,8 +154,7 @@ class ActorSystem:
         self._callbacks = CallbackThread()
         self._cells: dict[str, ActorCell] = {}
         self._registry_lock = threading.Lock()
-        self._pending: dict[int, tuple[AskFuture, str, str]] = {}
-        self._correlations = itertools.count(1)
+        self._asks = PendingAsks()
         self._paths: dict[str, ActorPath] = {}
         self._dead_letters = RateLimitedLog("dead letter")
         self._shut_down = False
@@ -172,6 +176,10 @@ class ActorSystem:
         else:
             self.address = Address(name)
         self.log = log.bind(system=self.address.text)
+        asks = self._asks
+        self._ask_sweeper = self.scheduler.schedule_repeatedly(
+            asks.granularity, asks.granularity, lambda: asks.expire_due(time.monotonic())
+        )
         self._temp = ActorPath(self.address, ("temp", "ask"))
         guardian_path = ActorPath(self.address, ("user",))
         max_restarts, within = guardian_restarts
@@ -236,7 +244,7 @@ class ActorSystem:
         self.scheduler.shutdown(timeout)
         if self._transport is not None:
             self._transport.stop(timeout)
-        self._fail_asks(list(self._pending), "the actor system shut down")
+        self._asks.fail_all(Undeliverable, "the actor system shut down")
         self._callbacks.close(timeout)
         self.log.info("actor system stopped")
 
@@ -294,38 +302,21 @@ class ActorSystem:
         future = AskFuture(self._callbacks)
         target = ref.path.text
         if self._shut_down:
-            settle(
-                future,
-                error=Undeliverable(target, describe(message), "the actor system is shut down"),
-            )
+            reason = "the actor system is shut down"
+            settle(future, error=Undeliverable(target, describe(message), reason))
             return future
+        correlation = self._asks.add(future, target, describe(message), timeout, time.monotonic())
         if ref._local:
             cell = self._cells.get(ref.path.key)
-            if cell is None or not cell.enqueue(
-                Delivery(message, current_actor(), LocalReply(future))
-            ):
+            reply = LocalReply(self._asks, correlation)
+            if cell is None or not cell.enqueue(Delivery(message, current_actor(), reply)):
                 self._dead_letter(target, message, None, "no actor at this path")
-                settle(
-                    future, error=ActorNotFound(target, describe(message), "no actor at this path")
-                )
-                return future
-            timer = self.scheduler.schedule_once(
-                timeout,
-                lambda: settle(
-                    future,
-                    error=AskTimeout(target, describe(message), f"no reply within {timeout}s"),
-                ),
-            )
-            future._on_settled(lambda _f: timer.cancel())
+                reply.failure(ActorNotFound(target, describe(message), "no actor at this path"))
             return future
-        correlation = next(self._correlations)
-        self._pending[correlation] = (future, target, describe(message))
-        timer = self.scheduler.schedule_once(timeout, lambda: self._expire(correlation, timeout))
-        future._on_settled(lambda _f: timer.cancel())
         try:
             self._send_remote(ref, message, current_actor(), correlation)
         except Exception:
-            self._pending.pop(correlation, None)
+            self._asks.pop(correlation)
             raise
         return future
 
@@ -370,18 +361,8 @@ class ActorSystem:
         data = encode_envelope(self.cluster_id, tag, sender, recipient, correlation, payload)
         transport.send(endpoint, route, data, 0)
 
-    def _expire(self, correlation: int, timeout: float) -> None:
-        entry = self._pending.pop(correlation, None)
-        if entry is not None:
-            future, target, message_type = entry
-            settle(future, error=AskTimeout(target, message_type, f"no reply within {timeout}s"))
-
     def _fail_asks(self, correlations: list[int], reason: str) -> None:
-        for correlation in correlations:
-            entry = self._pending.pop(correlation, None)
-            if entry is not None:
-                future, target, message_type = entry
-                settle(future, error=Undeliverable(target, message_type, reason))
+        self._asks.fail(correlations, Undeliverable, reason)
 
     def _dead_letter(self, target: str, message: Any, sender: ActorRef | None, reason: str) -> None:
         self.counters.inc("dead_letters")
@@ -427,11 +408,11 @@ class ActorSystem:
                 reply.failure(ActorNotFound(envelope.recipient, tag, "no actor at this path"))
 
     def _complete_ask(self, envelope: Envelope) -> None:
-        entry = self._pending.pop(envelope.correlation, None)
+        entry = self._asks.pop(envelope.correlation)
         if entry is None:
             self.counters.inc("late_replies")  # the ask already timed out, or a duplicate
             return
-        future, target, message_type = entry
+        future, target, message_type, _timeout = entry
         try:
             value = decode_value(envelope.payload)
         except FrameError:

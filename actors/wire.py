@@ -15,8 +15,10 @@ id, recipient) before it pays for, or risks, decoding the body, and lets it answ
 body it cannot decode with an immediate error instead of a timeout. Nested registered messages
 inside a payload travel as msgpack ext type 1 holding ``[tag, field...]``.
 
-A *frame* (one ZeroMQ message) is a concatenation of envelopes: the transport sends whatever is
-queued for a peer in one frame, so batching is adaptive and costs no timer.
+A *frame* (one ZeroMQ message) is a msgpack array of envelopes: the transport sends whatever
+is queued for a peer in one frame, so batching is adaptive and costs no timer. The sender packs
+each envelope once and the IO thread only prepends the array header; the receiver decodes a
+frame with a single ``unpackb`` call.
 
 Decoding never trusts the peer. Every field of an incoming message is checked against the
 dataclass annotations (int, float, str, bytes, bool, None, unions, list, tuple, dict, nested
@@ -30,7 +32,7 @@ import dataclasses
 import operator
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -358,41 +360,53 @@ class Envelope:
     payload: bytes
 
 
-def iter_frame(frame: bytes, cluster_id: str) -> Iterator[Envelope]:
-    """Yield the envelopes of one frame, raising FrameError at the first bad one.
+def encode_frame(envelopes: list[bytes]) -> bytes:
+    """A frame: the msgpack array header for `len(envelopes)`, then the packed envelopes.
 
-    Envelopes before the bad one have already been yielded (and delivered); the rest of the
-    frame is lost with the error, since a stream cannot be resynchronised after garbage.
+    The envelopes are packed once, by the sending thread; the IO thread only joins bytes.
     """
-    unpacker = msgpack.Unpacker(
-        raw=False, use_list=True, max_buffer_size=max(len(frame), 1), strict_map_key=False
-    )
-    unpacker.feed(frame)
-    # Unpacker.tell() also counts the bytes of a partial trailing object, so the end of the
-    # last *whole* envelope is tracked separately to detect a frame cut mid-envelope.
-    whole = 0
+    count = len(envelopes)
+    if count < 16:
+        header = bytes((0x90 | count,))
+    elif count < 0x10000:
+        header = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")
+    return header + b"".join(envelopes)
+
+
+def decode_frame(frame: bytes, cluster_id: str) -> tuple[list[Envelope], list[FrameError]]:
+    """Split a frame into good envelopes and the errors of the bad ones.
+
+    A frame that is not one whole msgpack array of arrays is rejected entirely (raises). Once
+    the framing is sound, each envelope stands alone: a bad one is reported, its neighbours
+    are still delivered.
+    """
     try:
-        for item in unpacker:
-            whole = unpacker.tell()
-            if type(item) is not list or len(item) != 7:
-                raise FrameError("malformed", "envelope is not a 7-element array")
-            version, cluster, tag, sender, recipient, correlation, payload = item
-            if version != PROTOCOL_VERSION:
-                raise FrameError("bad_version", f"protocol version {version!r}")
-            if cluster != cluster_id:
-                raise FrameError("wrong_cluster", f"cluster id {cluster!r}")
-            if (
-                type(tag) is not str
-                or type(sender) is not str
-                or type(recipient) is not str
-                or type(correlation) is not int
-                or type(payload) is not bytes
-            ):
-                raise FrameError("malformed", "envelope header fields have the wrong types")
-            yield Envelope(tag, sender, recipient, correlation, payload)
-    except FrameError:
-        raise
+        items = msgpack.unpackb(frame, raw=False, use_list=True, strict_map_key=False)
     except Exception as exc:  # msgpack's own errors: ExtraData, FormatError, StackError...
         raise FrameError("malformed", f"frame does not decode: {type(exc).__name__}") from exc
-    if whole != len(frame):
-        raise FrameError("malformed", f"frame ends inside an envelope at byte {whole}")
+    if type(items) is not list:
+        raise FrameError("malformed", "a frame is an array of envelopes")
+    good: list[Envelope] = []
+    bad: list[FrameError] = []
+    for item in items:
+        if type(item) is not list or len(item) != 7:
+            bad.append(FrameError("malformed", "envelope is not a 7-element array"))
+            continue
+        version, cluster, tag, sender, recipient, correlation, payload = item
+        if version != PROTOCOL_VERSION:
+            bad.append(FrameError("bad_version", f"protocol version {version!r}"))
+        elif cluster != cluster_id:
+            bad.append(FrameError("wrong_cluster", f"cluster id {cluster!r}"))
+        elif (
+            type(tag) is not str
+            or type(sender) is not str
+            or type(recipient) is not str
+            or type(correlation) is not int
+            or type(payload) is not bytes
+        ):
+            bad.append(FrameError("malformed", "envelope header fields have the wrong types"))
+        else:
+            good.append(Envelope(tag, sender, recipient, correlation, payload))
+    return good, bad

@@ -98,8 +98,10 @@ def serve_coterie() -> None:
     configure_logging("warning", json=True)
     system = ActorSystem("bench-peer", host="127.0.0.1")
     system.spawn(Sink, "sink")
-    print(json.dumps({"endpoint": system.address.endpoint, "address": system.address.text}),
-          flush=True)
+    print(
+        json.dumps({"endpoint": system.address.endpoint, "address": system.address.text}),
+        flush=True,
+    )
     sys.stdin.read()
     system.shutdown()
 

@@ -9,6 +9,7 @@ moment on the machine hurts both sides alike.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -104,6 +105,28 @@ def coterie_asks(system: ActorSystem, address: str, count: int) -> list[float]:
     return samples
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary context switches of every thread of `pid` (Linux /proc)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            for line in status:
+                if line.startswith("voluntary_ctxt_switches"):
+                    total += int(line.split()[1])
+    return total
+
+
+def switches_per_ask(peer: Peer, run_asks: Any, count: int) -> dict[str, float]:
+    me = os.getpid()
+    client0, server0 = context_switches(me), context_switches(peer.proc.pid)
+    run_asks(count)
+    client1, server1 = context_switches(me), context_switches(peer.proc.pid)
+    return {
+        "client": round((client1 - client0) / count, 2),
+        "server": round((server1 - server0) / count, 2),
+    }
+
+
 def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -118,11 +141,18 @@ def run(quick: bool = False) -> dict[str, Any]:
     system = ActorSystem("bench", host="127.0.0.1")
     try:
         raw_tps, our_tps, raw_lat, our_lat = [], [], [], []
+        raw_endpoint, our_address = raw_peer.info["endpoint"], coterie_peer.info["address"]
         for _ in range(rounds):
-            raw_tps.append(raw_tells(raw_peer.info["endpoint"], tells))
-            our_tps.append(coterie_tells(system, coterie_peer.info["address"], tells))
-            raw_lat.extend(raw_asks(raw_peer.info["endpoint"], asks))
-            our_lat.extend(coterie_asks(system, coterie_peer.info["address"], asks))
+            raw_tps.append(raw_tells(raw_endpoint, tells))
+            our_tps.append(coterie_tells(system, our_address, tells))
+            raw_lat.extend(raw_asks(raw_endpoint, asks))
+            our_lat.extend(coterie_asks(system, our_address, asks))
+        switches = {
+            "raw": switches_per_ask(raw_peer, lambda n: raw_asks(raw_endpoint, n), asks),
+            "coterie": switches_per_ask(
+                coterie_peer, lambda n: coterie_asks(system, our_address, n), asks
+            ),
+        }
     finally:
         system.shutdown()
         raw_peer.close()
@@ -148,6 +178,10 @@ def run(quick: bool = False) -> dict[str, Any]:
             "p50_ratio": round(our_p50 / raw_p50, 3),
             "target_p50_ratio_max": 2.0,
             "meets_target": our_p50 / raw_p50 <= 2.0,
+            # Where the time goes: each thread hand-off (caller -> IO thread -> caller on the
+            # asking side, IO thread -> actor -> IO thread on the answering side) is a context
+            # switch, which on a virtual machine costs tens of microseconds.
+            "voluntary_context_switches_per_ask": switches,
         },
     }
     return result

@@ -27,7 +27,7 @@ from actors import (
     UnhandledMessage,
     message,
 )
-from actors.wire import encode_envelope, encode_payload
+from actors.wire import encode_envelope, encode_frame, encode_payload
 
 pytestmark = pytest.mark.process
 
@@ -225,8 +225,10 @@ envelope_like = st.tuples(
 hostile_frames = st.one_of(
     st.binary(min_size=0, max_size=300),
     envelope_like,
-    st.lists(envelope_like, min_size=1, max_size=5).map(b"".join),
-    st.builds(lambda a, b: a + b, envelope_like, st.binary(min_size=1, max_size=20)),
+    st.lists(envelope_like, min_size=1, max_size=5).map(encode_frame),
+    st.builds(
+        lambda a, b: encode_frame([a]) + b, envelope_like, st.binary(min_size=1, max_size=20)
+    ),
 )
 
 
@@ -252,9 +254,17 @@ def test_each_kind_of_bad_input_is_counted(hostile_target) -> None:
     good_payload = encode_payload(Echo(b"x"))
     raw.send(os.urandom(64) + b"\xc1")
     raw.send(msgpack.packb({"not": "an envelope"}))
-    raw.send(encode_envelope("coterie", "no.such.tag", "", recipient, 0, b"\x90"))
-    raw.send(encode_envelope("wrong-cluster", "test.echo", "", recipient, 0, good_payload))
-    raw.send(encode_envelope("coterie", "test.echo", "", recipient, 0, msgpack.packb([1])))
+    raw.send(encode_frame([encode_envelope("coterie", "no.such.tag", "", recipient, 0, b"\x90")]))
+    raw.send(
+        encode_frame(
+            [encode_envelope("wrong-cluster", "test.echo", "", recipient, 0, good_payload)]
+        )
+    )
+    raw.send(
+        encode_frame(
+            [encode_envelope("coterie", "test.echo", "", recipient, 0, msgpack.packb([1]))]
+        )
+    )
     raw.send(b"\x00" * (64 * 1024 * 1024 + 1))  # above the 64 MiB frame limit
     deadline = time.monotonic() + 10
     while True:

@@ -15,12 +15,13 @@ from actors import Actor, ActorSystem, message
 from actors.wire import (
     FrameError,
     UnknownMessageType,
+    decode_frame,
     decode_payload,
     decode_value,
     encode_envelope,
+    encode_frame,
     encode_payload,
     encode_value,
-    iter_frame,
     lookup_tag,
 )
 
@@ -84,33 +85,56 @@ def test_nested_fields_are_type_checked() -> None:
         decode_payload(lookup_tag("test.nested"), unknown)
 
 
-def frame_of(*envelopes: bytes) -> bytes:
-    return b"".join(envelopes)
-
-
 def test_frame_of_several_envelopes_decodes_in_order() -> None:
     envs = [
         encode_envelope("c", "test.seq", "", "coterie://x/user/a", i, b"\x90") for i in range(3)
     ]
-    assert [e.correlation for e in iter_frame(frame_of(*envs), "c")] == [0, 1, 2]
+    good, bad = decode_frame(encode_frame(envs), "c")
+    assert [e.correlation for e in good] == [0, 1, 2] and bad == []
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65535, 65536])
+def test_frame_headers_for_every_array_size(count: int) -> None:
+    env = encode_envelope("c", "t", "", "coterie://x/user/a", 0, b"")
+    good, bad = decode_frame(encode_frame([env] * count), "c")
+    assert len(good) == count and bad == []
+
+
+def test_one_bad_envelope_does_not_take_its_neighbours_down() -> None:
+    ok = encode_envelope("c", "t", "", "coterie://x/user/a", 1, b"")
+    alien = encode_envelope("other", "t", "", "coterie://x/user/a", 2, b"")
+    good, bad = decode_frame(encode_frame([ok, msgpack.packb("junk"), alien, ok]), "c")
+    assert [e.correlation for e in good] == [1, 1]
+    assert [e.reason for e in bad] == ["malformed", "wrong_cluster"]
 
 
 @pytest.mark.parametrize(
     ("frame", "reason"),
     [
         (msgpack.packb({"a": 1}), "malformed"),
+        (encode_frame([msgpack.packb([1, "c", "t", "", "r", 0, b""])])[:-2], "malformed"),
+        (encode_frame([msgpack.packb([1, "c", "t", "", "r", 0, b""])]) + b"\x01", "malformed"),
+        (b"\xc1\xc1\xc1", "malformed"),
+    ],
+)
+def test_bad_frames_are_rejected_whole(frame: bytes, reason: str) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_frame(frame, "c")
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    ("envelope", "reason"),
+    [
         (msgpack.packb([1, "c", "t", "", "r", 0]), "malformed"),
         (msgpack.packb([2, "c", "t", "", "r", 0, b""]), "bad_version"),
         (msgpack.packb([1, "other", "t", "", "r", 0, b""]), "wrong_cluster"),
         (msgpack.packb([1, "c", 5, "", "r", 0, b""]), "malformed"),
-        (msgpack.packb([1, "c", "t", "", "r", 0, b""])[:-2], "malformed"),
-        (b"\xc1\xc1\xc1", "malformed"),
     ],
 )
-def test_bad_frames_raise_frame_errors_with_a_reason(frame: bytes, reason: str) -> None:
-    with pytest.raises(FrameError) as info:
-        list(iter_frame(frame, "c"))
-    assert info.value.reason == reason
+def test_bad_envelopes_are_reported_with_a_reason(envelope: bytes, reason: str) -> None:
+    good, bad = decode_frame(encode_frame([envelope]), "c")
+    assert good == [] and [e.reason for e in bad] == [reason]
 
 
 envelope_parts = st.tuples(
@@ -153,18 +177,21 @@ def fuzz_system():
         st.binary(max_size=200),
         any_msgpack.map(msgpack.packb),
         envelope_parts.map(lambda p: msgpack.packb(list(p))),
-        st.lists(envelope_parts.map(lambda p: msgpack.packb(list(p))), max_size=4).map(b"".join),
+        st.lists(envelope_parts.map(lambda p: msgpack.packb(list(p))), max_size=4).map(
+            encode_frame
+        ),
     )
 )
 def test_decoder_and_delivery_reject_garbage_only_with_frame_errors(fuzz_system, frame) -> None:
     """Whatever arrives, the decoder and the delivery path raise FrameError or nothing."""
     deliver = fuzz_system._deliver_remote
     try:
-        for envelope in iter_frame(frame, "coterie"):
-            with contextlib.suppress(FrameError):
-                deliver(envelope, b"route")
+        envelopes = decode_frame(frame, "coterie")[0]
     except FrameError:
-        pass
+        return
+    for envelope in envelopes:
+        with contextlib.suppress(FrameError):
+            deliver(envelope, b"route")
 
 
 def test_regression_reply_with_no_route_and_no_address_does_not_kill_io_thread(
@@ -172,19 +199,15 @@ def test_regression_reply_with_no_route_and_no_address_does_not_kill_io_thread(
 ) -> None:
     """Found by the fuzzer: an ask from a sender path without an address, arriving on a
     connection that is gone, made the IO thread try to connect to '' and die."""
-    envelope = next(
-        iter_frame(
-            encode_envelope(
-                "coterie",
-                "test.echo",
-                "coterie://x/user/a",
-                "coterie://fuzz/user/none",
-                7,
-                encode_payload(Echo(b"")),
-            ),
-            "coterie",
-        )
+    raw = encode_envelope(
+        "coterie",
+        "test.echo",
+        "coterie://x/user/a",
+        "coterie://fuzz/user/none",
+        7,
+        encode_payload(Echo(b"")),
     )
+    envelope = decode_frame(encode_frame([raw]), "coterie")[0][0]
     before = fuzz_system.stats().get("transport_dropped_unroutable", 0)
     fuzz_system._deliver_remote(envelope, b"no-such-connection")
     # The IO thread is still alive and serving: a round trip through it still works.
