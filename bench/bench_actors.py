@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,30 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def thread_handoff_round_trips(count: int) -> list[float]:
+    """Round trips between two Python threads over queues: the cost of one hand-off there and
+    back, which an ask pays twice more than raw sockets do (caller <-> IO thread on the asking
+    side, IO thread <-> actor on the answering side)."""
+    requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+    replies: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def echo() -> None:
+        while (item := requests.get()) is not None:
+            replies.put(item)
+
+    thread = threading.Thread(target=echo, name="bench-echo")
+    thread.start()
+    samples = []
+    for n in range(count):
+        started = time.perf_counter()
+        requests.put(n)
+        replies.get()
+        samples.append(time.perf_counter() - started)
+    requests.put(None)
+    thread.join()
+    return samples
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     configure_logging("warning")
     tells = 20_000 if quick else 200_000
@@ -140,13 +166,14 @@ def run(quick: bool = False) -> dict[str, Any]:
     raw_peer, coterie_peer = Peer("raw"), Peer("coterie")
     system = ActorSystem("bench", host="127.0.0.1")
     try:
-        raw_tps, our_tps, raw_lat, our_lat = [], [], [], []
+        raw_tps, our_tps, raw_lat, our_lat, handoffs = [], [], [], [], []
         raw_endpoint, our_address = raw_peer.info["endpoint"], coterie_peer.info["address"]
         for _ in range(rounds):
             raw_tps.append(raw_tells(raw_endpoint, tells))
             our_tps.append(coterie_tells(system, our_address, tells))
             raw_lat.extend(raw_asks(raw_endpoint, asks))
             our_lat.extend(coterie_asks(system, our_address, asks))
+            handoffs.extend(thread_handoff_round_trips(asks))
         switches = {
             "raw": switches_per_ask(raw_peer, lambda n: raw_asks(raw_endpoint, n), asks),
             "coterie": switches_per_ask(
@@ -159,6 +186,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         coterie_peer.close()
     raw_t, our_t = statistics.median(raw_tps), statistics.median(our_tps)
     raw_p50, our_p50 = percentile(raw_lat, 0.5), percentile(our_lat, 0.5)
+    handoff_p50 = percentile(handoffs, 0.5)
+    floor_p50 = raw_p50 + 2 * handoff_p50
     result = {
         "tell_throughput": {
             "messages_per_run": tells,
@@ -182,6 +211,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             # asking side, IO thread -> actor -> IO thread on the answering side) is a context
             # switch, which on a virtual machine costs tens of microseconds.
             "voluntary_context_switches_per_ask": switches,
+            # The least an ask can cost with one IO thread and actors on their own threads:
+            # raw plus two thread round trips, measured now on this machine.
+            "thread_handoff_round_trip_p50_us": round(handoff_p50 * 1e6, 1),
+            "design_floor_p50_us": round(floor_p50 * 1e6, 1),
+            "design_floor_ratio": round(floor_p50 / raw_p50, 3),
+            "coterie_above_floor_us": round((our_p50 - floor_p50) * 1e6, 1),
         },
     }
     return result
