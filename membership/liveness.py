@@ -18,11 +18,14 @@ fresh ref is being probed, with exponential back-off up to ``resolve_interval_ma
 pong resolves it. A resolved ref that no pong has refreshed for ``ref_ttl`` is evicted and
 re-resolved; a peer that keeps answering is never evicted.
 
-Each pong is a heartbeat for the peer's phi accrual detector, with three exceptions that would
-otherwise teach the detector false rhythms: the first pong after the entry was created or
-re-resolved, the first pong after a suspicion (the interval measures an outage), and pongs to
-older pings (a burst of queued replies after the peer was stopped and continued) restart the
-detector's clock without adding a sample.
+Each pong is a heartbeat for the peer's phi accrual detector, but only a pong to a ping sent
+*after the previous pong arrived* adds its inter-arrival time to the detector's history. Any
+other pong restarts the detector's clock without adding a sample: the first pong after the
+entry was created or re-resolved, the first pong after a suspicion (the interval measures an
+outage), and a burst of replies to pings queued while the peer was stopped (near-zero
+intervals that would teach the detector heartbeats come in bursts). On loopback or a LAN the
+round trip is far below the heartbeat interval, so every regular pong qualifies; with a round
+trip longer than the interval the history stays at its bootstrap and liveness still works.
 
 If this node's own ticks arrive more than ``self_pause_tolerance`` apart, this node was paused
 (a stop signal, a swap storm, a long GIL hold): it did not even ask for heartbeats, so the
@@ -38,6 +41,9 @@ from membership.config import MembershipConfig
 from membership.effects import Effect, EvictRef, Log, ResolveRef, Send
 from membership.messages import Ping, Pong
 from membership.phi import PhiAccrualDetector, Verdict
+
+# Pings remembered while unanswered: a few ref TTLs' worth at the fastest heartbeat.
+_MAX_OUTSTANDING = 64
 
 
 def make_pong(ping: Ping, supervisor: str, incarnation: int) -> Pong:
@@ -59,7 +65,9 @@ class PeerLiveness:
     probe_backoff: float
     resolved: bool = False
     seq: int = 0  # seq of the latest ping sent to this peer
-    previous_seq: int = 0
+    answered_seq: int = 0  # highest seq answered so far
+    # Send times of pings not yet answered, by seq (bounded: oldest dropped first).
+    sent_at: dict[int, float] = field(default_factory=dict)
     last_ping_at: float | None = None
     last_pong_at: float | None = None
     rtt: float | None = None
@@ -142,17 +150,20 @@ class Liveness:
             return report
         self.counters["pongs"] += 1
         peer.incarnation = pong.incarnation
-        fresh = pong.seq >= peer.previous_seq
-        if not fresh:
+        sent = peer.sent_at.pop(pong.seq, None)
+        if pong.seq > peer.answered_seq:
+            for seq in [s for s in peer.sent_at if s < pong.seq]:
+                del peer.sent_at[seq]  # older pings are answered or lost: forget them
+            peer.answered_seq = pong.seq
+        if sent is not None and pong.seq == peer.seq:
+            peer.rtt = now - sent
+        # A regular heartbeat answers a ping sent after the previous pong arrived; anything
+        # else (a reply queued behind others, a duplicate) says the peer is alive, no more.
+        late = sent is None or (peer.last_pong_at is not None and sent < peer.last_pong_at)
+        if late:
             self.counters["late_pongs"] += 1
-        if pong.seq == peer.seq and peer.last_ping_at is not None:
-            peer.rtt = now - peer.last_ping_at
-        sample = (
-            fresh
-            and peer.resolved
-            and peer.last_pong_at is not None
-            and not peer.detector.suspected
-        )
+        regular = not late and peer.last_pong_at is not None
+        sample = regular and peer.resolved and not peer.detector.suspected
         peer.detector.heartbeat(now, sample=sample)
         peer.last_pong_at = now
         peer.refreshed_at = now
@@ -205,9 +216,11 @@ class Liveness:
 
     def _ping(self, peer: PeerLiveness, now: float, effects: list[Effect]) -> None:
         self._seq += 1
-        peer.previous_seq = peer.seq
         peer.seq = self._seq
         peer.last_ping_at = now
+        peer.sent_at[self._seq] = now
+        if len(peer.sent_at) > _MAX_OUTSTANDING:
+            del peer.sent_at[next(iter(peer.sent_at))]  # insertion order is seq order
         self.counters["pings"] += 1
         effects.append(Send(peer.node, Ping(self._seq)))
 

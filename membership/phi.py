@@ -52,8 +52,8 @@ class DetectorConfig:
     threshold: float = 8.0
     max_sample_size: int = 200
     min_std_deviation: float = 0.1
-    acceptable_pause: float = 1.0
-    first_heartbeat_estimate: float = 0.5
+    acceptable_pause: float = 1.5
+    first_heartbeat_estimate: float = 0.5  # the membership default heartbeat interval
 
     def __post_init__(self) -> None:
         if not self.threshold > 0:
