@@ -345,6 +345,8 @@ class Membership:
             self._log(text, level, **fields)
             return
         level = "warning" if change.new in (_S.UNREACHABLE, _S.DOWN) else "info"
+        if change.old is None and change.new not in (_S.JOINING, _S.UP):
+            level = "debug"  # a stranger's tombstone, learned from gossip: nothing happened
         self._log(_STORY[change.new], level, **fields)
 
     def _sync_liveness(self, now: float) -> None:

@@ -20,9 +20,9 @@ Gossip is a join-semilattice, so any order of merges converges to the same table
   removed): a member's status never moves backwards;
 * two removals agree on the larger reason string, only so that merges are deterministic.
 
-A member never heard of that arrives already leaving, down or removed is ignored: there is
-nothing to tell anyone about it. Removed members stay as tombstones (so stale gossip cannot
-resurrect them) until pruned.
+A member never heard of that arrives already leaving, down or removed is recorded in that
+state without any event (nobody was told it was up), so a stale "up" arriving afterwards
+cannot resurrect it. Removed members stay as tombstones until pruned.
 
 Events, in order per member: ``MemberUp``, then any number of ``MemberUnreachable`` /
 ``MemberReachable`` pairs, then ``MemberRemoved``. A member that was never announced up is
@@ -228,7 +228,13 @@ class MemberTable:
         if member is None:
             if status in (_S.JOINING, _S.UP):
                 return self.add(info.node, info.incarnation, now, up=status is _S.UP)
-            return []  # never knew it; nothing to announce
+            # Never knew it and it is already on its way out: remember it in that state
+            # (silently: it was never announced) so that stale gossip saying it is up, arriving
+            # later, cannot bring it back. Ignoring it would make merges order-dependent.
+            self.members[info.node] = Member(
+                info.node, info.incarnation, status, now, reason=info.reason
+            )
+            return [Change(info.node, info.incarnation, None, status, info.reason, None)]
         if info.incarnation < member.incarnation:
             return []  # stale news of an older incarnation
         if info.incarnation > member.incarnation:

@@ -68,6 +68,7 @@ class SimNetwork:
         self._seq = itertools.count()
         self._port = itertools.count(7101)
         self.trace: list[str] = []
+        self.sent: list[tuple[float, str, str, Any]] = []  # (time, sender name, to, message)
 
     # ------------------------------------------------------------------ building
 
@@ -176,6 +177,7 @@ class SimNetwork:
         for effect in effects:
             match effect:
                 case Send(to, message):
+                    self.sent.append((self.now, node.name, to, message))
                     delay = self.rng.uniform(*self.latency)
                     self._at(
                         self.now + delay,
