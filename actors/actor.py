@@ -176,6 +176,12 @@ class Context:
 
     # -- replies, asks and timers
 
+    @property
+    def asked(self) -> bool:
+        """Whether the message being handled is an ask (so someone waits for an answer)."""
+        current = self._cell.current
+        return current is not None and current.reply is not None and not current.reply_taken
+
     def deferred_reply(self) -> Reply:
         """Take over answering the current ask; the behaviour's return value is then ignored.
 

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 
 SCHEME = "coterie"
 GUARDIANS = ("user", "system", "temp")
+# The system name that matches whichever system listens at the address: for clients and tools
+# that know a node only by host:port. A system never takes this name itself.
+ANY_SYSTEM = "_"
 
 _SYSTEM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
@@ -117,7 +120,7 @@ def _parse_authority(text: str, authority: str) -> Address:
         system, hostport = authority, None
     else:
         system, hostport = authority.split("@", 1)
-    if not _SYSTEM_RE.match(system):
+    if system != ANY_SYSTEM and not _SYSTEM_RE.match(system):
         raise InvalidActorPath(
             text,
             f"system name {system!r}",

@@ -31,7 +31,7 @@ from actors.errors import (
     Undeliverable,
     UnhandledMessage,
 )
-from actors.paths import ActorPath, Address, InvalidActorPath
+from actors.paths import ANY_SYSTEM, ActorPath, Address, InvalidActorPath
 from actors.ref import ActorRef, AskFuture, CallbackThread, current_actor, settle
 from actors.scheduler import Scheduler
 from actors.supervision import OneForOne
@@ -147,6 +147,8 @@ class ActorSystem:
         guardian_restarts: tuple[int, float] = (10, 60.0),
     ) -> None:
         Address(name)  # validates the name with the path grammar
+        if name == ANY_SYSTEM:
+            raise ValueError(f"{ANY_SYSTEM!r} is reserved: it addresses any system")
         self.name = name
         self.cluster_id = cluster_id
         self.counters = Counters()
@@ -377,7 +379,7 @@ class ActorSystem:
             self._complete_ask(envelope)
             return
         recipient = self._parse_cached(envelope.recipient)
-        if recipient.address.system != self.name:
+        if recipient.address.system not in (self.name, ANY_SYSTEM):
             raise FrameError(
                 "wrong_recipient", f"{envelope.recipient} is not in system {self.name}"
             )

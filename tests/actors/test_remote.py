@@ -81,6 +81,17 @@ def test_remote_ask_round_trips_with_nested_messages(peer: PeerProcess, net_syst
     assert [f.result(timeout=10).payload for f in futures] == [str(i).encode() for i in range(500)]
 
 
+def test_any_system_name_reaches_whoever_listens_at_the_address(
+    peer: PeerProcess, net_system
+) -> None:
+    # Clients and tools often know a node only by host:port.
+    address = peer.address.split("@", 1)[1]
+    echo = net_system.ref(f"coterie://_@{address}/user/echo")
+    assert echo.ask(Echo(b"hi")).result(timeout=5) == Echo(b"hi")
+    with pytest.raises(ValueError, match="reserved"):
+        ActorSystem("_")
+
+
 def test_remote_ask_to_missing_path_fails_fast(peer: PeerProcess, net_system) -> None:
     ref = net_system.ref(peer.path("no-such-actor"))
     started = time.monotonic()
