@@ -56,7 +56,6 @@ from wal.format import (
     ENTRY_OVERHEAD,
     HEADER_SIZE,
     PREFIX,
-    WORD,
     encode_batch,
     encode_commit,
 )
@@ -90,6 +89,17 @@ class Appended(NamedTuple):
     last_index: int
     configuration: bool
     size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentRange:
+    """Bytes of one segment that kv compaction may read from another thread."""
+
+    path: pathlib.Path
+    first_index: int
+    read_end: int  # file offset where the stable entries end
+    target: bool  # sealed and wholly covered: kv compaction may rewrite it
+    identity: tuple[int, int, int]  # Segment.identity when the range was taken
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,13 +334,18 @@ class SegmentedLog:
         self._check_open()
         if not self.first_index <= index <= self.last_index:
             raise IndexError(f"get({index}): the log holds {self.first_index}..{self.last_index}")
-        segment = self._segments[bisect.bisect_right(self._firsts, index) - 1]
-        position = segment.position_of(index)
+        segment, position = self._position(index)
         if position is None:
             return None
         entry = segment.read_entry(self._reader_fd(segment), position)
         self._note_index_use(segment)
         return entry
+
+    def _position(self, index: int) -> tuple[Segment, int | None]:
+        """The segment covering `index` (first_index <= index <= last_index) and its position
+        there, None for a hole left by kv compaction."""
+        segment = self._segments[bisect.bisect_right(self._firsts, index) - 1]
+        return segment, segment.position_of(index)
 
     def read_range(self, start: int, stop: int) -> Iterator[Entry]:
         """Lazily yield the entries with start <= index < stop, streaming from disk.
@@ -394,6 +409,10 @@ class SegmentedLog:
             raise ValueError(
                 f"truncate_after({index}): entries up to {self._base_index} are compacted"
             )
+        if index > self._base_index and self._position(index)[1] is None:
+            # The log would end below `index`: kv compaction only removes committed entries,
+            # and Raft never truncates those.
+            raise ValueError(f"truncate_after({index}): entry {index} was removed by kv compaction")
         self._version += 1
         try:
             while len(self._segments) > 1 and self._segments[-1].first_index > index:
@@ -413,9 +432,9 @@ class SegmentedLog:
         fd = segment.fd
         assert fd is not None
         cut = segment.frame_span(position)[0]
-        batch_first = self._batch_start(segment, position)
+        batch_first = segment.batch_start(position)
         if batch_first == position:
-            new_end, commit_crc = cut, self._commit_crc_before(segment, cut)
+            new_end, commit_crc = cut, segment.commit_crc_before(cut)
         else:
             # Mid-batch: commit the kept part of the batch before cutting, so the kept entries
             # are never without a commit record (see the module docstring).
@@ -436,37 +455,6 @@ class SegmentedLog:
             preallocate(fd, self.segment_size)
         os.fsync(fd)
         segment.drop_from(position, new_end, commit_crc)
-
-    def _batch_start(self, segment: Segment, position: int) -> int:
-        """Position of the first entry of the batch holding the entry at `position`.
-
-        Walks back frame by frame (a few bytes read each); only truncation needs it.
-        """
-        while position > 0 and not self._commit_precedes(segment, position):
-            position -= 1
-        return position
-
-    @staticmethod
-    def _commit_precedes(segment: Segment, position: int) -> bool:
-        """Whether a commit record sits between frame `position - 1` and frame `position`.
-
-        Decided by the previous frame's length word, which recovery already validated, so
-        payload bytes that happen to look like a commit record cannot fool it.
-        """
-        previous_start, next_start = (
-            segment.frame_span(position - 1)[0],
-            segment.offsets()[position],
-        )
-        (length,) = WORD.unpack(read_exact(segment.fd, WORD.size, previous_start))  # type: ignore[arg-type]
-        return previous_start + PREFIX.size + length != next_start
-
-    @staticmethod
-    def _commit_crc_before(segment: Segment, offset: int) -> int:
-        """Stored checksum of the commit record ending at `offset` (0 at the data start)."""
-        if offset <= HEADER_SIZE:
-            return 0
-        data = read_exact(segment.fd, PREFIX.size, offset - COMMIT_SIZE)  # type: ignore[arg-type]
-        return PREFIX.unpack(data)[1]
 
     def compact_through(self, index: int) -> None:
         """Forget entries up to `index` (a snapshot now covers them).
@@ -510,6 +498,68 @@ class SegmentedLog:
         except OSError as exc:
             raise self._fail(exc, "reset") from exc
         self._durable_index = index
+
+    # -- key-value compaction (see wal.kv_compaction) ----------------------------------------
+
+    def compaction_view(self, through_index: int) -> list[SegmentRange]:
+        """The stable bytes of every segment holding entries up to `through_index`.
+
+        `through_index` must never be truncated later (a committed index): the bytes up to
+        it do not change while appends go on, so another thread may read them. Segments
+        that are sealed and end at or before it are marked as rewrite targets.
+        """
+        self._check_writable()
+        through = min(through_index, self.last_index)
+        ranges = []
+        for segment in self._segments:
+            if segment.first_index > through:
+                break
+            position = segment.lower_bound(through + 1)
+            if position == 0:
+                continue
+            whole = position == segment.count
+            ranges.append(
+                SegmentRange(
+                    path=segment.path,
+                    first_index=segment.first_index,
+                    read_end=segment.data_end if whole else segment.frame_span(position)[0],
+                    target=whole and segment.sealed,
+                    identity=segment.identity,
+                )
+            )
+        return ranges
+
+    def replace_sealed(self, old: SegmentRange, new: Segment, tmp_path: pathlib.Path) -> bool:
+        """Swap a sealed segment for its rewritten version built at `tmp_path` (fsynced).
+
+        Refused (False, the temporary removed) if the segment changed or went away since
+        `old` was taken. The rename is atomic: a crash leaves the old or the new file.
+        """
+        self._check_writable()
+        number = bisect.bisect_right(self._firsts, old.first_index) - 1
+        segment = self._segments[number] if number >= 0 else None
+        if (
+            segment is None
+            or segment.first_index != old.first_index
+            or not segment.sealed
+            or segment.identity != old.identity
+        ):
+            remove_if_exists(tmp_path)
+            return False
+        try:
+            sidecar = sidecar_path(segment.path)
+            remove_if_exists(sidecar)  # never a moment where a stale sidecar looks current
+            os.replace(tmp_path, segment.path)
+            write_sidecar(sidecar, sidecar_bytes(new))
+            fsync_dir(self.directory)
+        except OSError as exc:
+            raise self._fail(exc, "kv compaction swap") from exc
+        new.attach_sidecar(read_sidecar_head(sidecar))
+        segment.close()
+        self._readers.pop(segment.first_index, None)
+        self._loaded.pop(segment.first_index, None)
+        self._segments[number] = new
+        return True
 
     # -- inspection -------------------------------------------------------------------------
 

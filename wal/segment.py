@@ -33,6 +33,7 @@ from wal.format import (
     MIN_ENTRY_LENGTH,
     PREFIX,
     SEGMENT_SUFFIX,
+    WORD,
     SegmentHeader,
     decode_header,
     decode_record,
@@ -189,6 +190,11 @@ class Segment:
     def last_term(self) -> int | None:
         return self.run_terms[-1] if self.run_terms else None
 
+    @property
+    def identity(self) -> tuple[int, int, int]:
+        """Identifies one version of the file (truncation and kv compaction change it)."""
+        return (self.header_crc, self.data_end, self.last_commit_crc)
+
     # -- index ---------------------------------------------------------------------------
 
     @property
@@ -313,6 +319,33 @@ class Segment:
         del self.run_terms[keep:]
         self.data_end = data_end
         self.last_commit_crc = commit_crc
+
+    def batch_start(self, position: int) -> int:
+        """Position of the first entry of the batch holding the entry at `position`.
+
+        Walks back frame by frame (a few bytes read each); only truncation needs it.
+        """
+        while position > 0 and not self._commit_precedes(position):
+            position -= 1
+        return position
+
+    def _commit_precedes(self, position: int) -> bool:
+        """Whether a commit record sits between frame `position - 1` and frame `position`.
+
+        Decided by the previous frame's length word, which recovery already validated, so
+        payload bytes that happen to look like a commit record cannot fool it.
+        """
+        assert self.fd is not None
+        previous_start, next_start = self.frame_span(position - 1)[0], self.offsets()[position]
+        (length,) = WORD.unpack(read_exact(self.fd, WORD.size, previous_start))
+        return previous_start + PREFIX.size + length != next_start
+
+    def commit_crc_before(self, offset: int) -> int:
+        """Stored checksum of the commit record ending at `offset` (0 at the data start)."""
+        if offset <= HEADER_SIZE:
+            return 0
+        assert self.fd is not None
+        return PREFIX.unpack(read_exact(self.fd, PREFIX.size, offset - COMMIT_SIZE))[1]
 
     # -- reads ----------------------------------------------------------------------------
 
