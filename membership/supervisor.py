@@ -42,6 +42,13 @@ class PingResponder(Actor):
         return True
 
 
+class _Ready:
+    """Asked by :func:`start_node` (local only): the answer proves ``pre_start`` has run, so
+    the membership child is registered and can be messaged."""
+
+    __slots__ = ()
+
+
 class NodeSupervisor(PingResponder):
     """A node supervisor that answers pings and supervises the membership actor."""
 
@@ -59,6 +66,8 @@ class NodeSupervisor(PingResponder):
     def receive(self, message: Any, sender: ActorRef | None) -> Any:
         if self.answer_ping(message, sender):
             return None
+        if type(message) is _Ready:
+            return True
         return UNHANDLED
 
 
@@ -67,12 +76,19 @@ def start_node(
     config: MembershipConfig,
     incarnation: int | None = None,
     rng_seed: int | None = None,
+    timeout: float = 10.0,
 ) -> ActorRef:
-    """Spawn a :class:`NodeSupervisor` at ``/user/node`` (with membership below it)."""
+    """Spawn a :class:`NodeSupervisor` at ``/user/node`` (with membership below it).
+
+    Returns once the membership actor exists, so a ``Subscribe`` sent right away is not a dead
+    letter. Blocks briefly: call it at process start, never from inside an actor.
+    """
     props = Props(
         NodeSupervisor,
         config,
         new_incarnation() if incarnation is None else incarnation,
         rng_seed,
     )
-    return system.spawn(props, SUPERVISOR_NAME)
+    ref = system.spawn(props, SUPERVISOR_NAME)
+    ref.ask(_Ready(), timeout).result()
+    return ref
