@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 
-SUITES = ["actors", "wal"]
+SUITES = ["actors", "wal", "membership"]
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 

@@ -40,12 +40,18 @@ class JitterModel:
 
 @dataclass(frozen=True)
 class Setup:
-    """One configuration under test."""
+    """One configuration under test.
+
+    ``regular_only`` is coterie's sampling rule (:mod:`membership.liveness`): only a pong to a
+    ping sent after the previous pong arrived adds an interval to the history, so the burst of
+    replies after a stall does not. Akka samples every heartbeat (``False``).
+    """
 
     name: str
     heartbeat_interval: float
     check_interval: float
     detector: DetectorConfig
+    regular_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,8 +100,9 @@ class _Stalls:
 
 def _arrivals(
     setup: Setup, model: JitterModel, stalls: _Stalls, rng: random.Random, until: float
-) -> list[float]:
-    """Pong arrival times for pings sent every heartbeat interval from time 0 to `until`."""
+) -> list[tuple[float, float]]:
+    """(pong arrival, ping sent) for pings sent every heartbeat interval from 0 to `until`,
+    in arrival order."""
     arrivals = []
     mu = math.log(model.rtt_median)
     k = 0
@@ -105,10 +112,17 @@ def _arrivals(
             break
         rtt = rng.lognormvariate(mu, model.rtt_sigma)
         answered = stalls.release(sent + rtt / 2)
-        arrivals.append(answered + rtt / 2)
+        arrivals.append((answered + rtt / 2, sent))
         k += 1
     arrivals.sort()
     return arrivals
+
+
+def _feed(detector: PhiAccrualDetector, setup: Setup, arrival: float, sent: float) -> None:
+    """One pong, sampled as the configuration's rule says."""
+    last = detector.last_heartbeat
+    regular = last is not None and sent >= last and not detector.suspected
+    detector.heartbeat(arrival, sample=regular or not setup.regular_only)
 
 
 def _checks_between(start: float, end: float, interval: float, phase: float) -> range:
@@ -131,7 +145,7 @@ def false_suspicions(
     max_phi = 0.0
     previous = 0.0
     detector.heartbeat(0.0, sample=False)
-    for arrival in arrivals:
+    for arrival, sent in arrivals:
         # Checks falling strictly between two arrivals see the longest silences.
         for j in _checks_between(previous, arrival, setup.check_interval, phase):
             t = phase + j * setup.check_interval
@@ -141,7 +155,7 @@ def false_suspicions(
             max_phi = max(max_phi, value)
             if detector.check(t) is Verdict.SUSPECTED:
                 suspicions += 1
-        detector.heartbeat(arrival)
+        _feed(detector, setup, arrival, sent)
         detector.check(arrival)
         previous = arrival
     return suspicions, max_phi
@@ -156,11 +170,12 @@ def detection_times(
         stalls = _Stalls(model, random.Random(seed * 1_000_003 + trial), warmup + 60)
         rng = random.Random(seed * 1_000_003 + trial + 500_000)
         crash = warmup - rng.uniform(0, 10.0)
-        arrivals = [a for a in _arrivals(setup, model, stalls, rng, crash) if a <= crash]
+        arrivals = [a for a in _arrivals(setup, model, stalls, rng, crash) if a[0] <= crash]
         detector = PhiAccrualDetector(setup.detector)
         detector.heartbeat(0.0, sample=False)
-        for arrival in arrivals:
-            detector.heartbeat(arrival)
+        for arrival, sent in arrivals:
+            _feed(detector, setup, arrival, sent)
+            detector.check(arrival)
         phase = rng.uniform(0, setup.check_interval)
         j = math.ceil((crash - phase) / setup.check_interval)
         while True:
