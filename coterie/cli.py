@@ -12,6 +12,7 @@ import sys
 
 # (subcommand module, help) in the order they appear in `coterie --help`.
 TOOLS = [
+    ("coterie.node", "run one node of a cluster"),
     ("coterie.waltool", "inspect, verify, compare and compact write-ahead logs"),
 ]
 
@@ -24,7 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coterie", description="coterie: actor-model consensus")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name, _help in TOOLS:
-        importlib.import_module(module_name).register(sub)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            print(f"coterie: {module_name} is unavailable: {exc}", file=sys.stderr)
+            continue
+        module.register(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ Until the Raft node exists this is the runnable demo; it becomes the 3-node repl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,10 +31,8 @@ def serve(port: int) -> None:
     system.spawn(Counter, "counter")
     print("ready", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.stdin.close())
-    try:
+    with contextlib.suppress(ValueError):
         sys.stdin.read()
-    except ValueError:
-        pass
     system.shutdown()
 
 
@@ -46,7 +45,9 @@ def free_port() -> int:
 def start_b(port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "examples.demo", "serve", str(port)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -58,7 +59,7 @@ def say(text: str) -> None:
     print(f"[A] {text}", flush=True)
 
 
-def main() -> None:
+def main() -> None:  # noqa: PLR0915  (a linear script, read top to bottom)
     configure_logging("warning", json=False)
     port = free_port()
     b = start_b(port)
@@ -104,12 +105,16 @@ def main() -> None:
                 break
             except ActorError:
                 time.sleep(0.1)
-        say(f"the old ref reaches the new process: Get -> {value.value} "
-            f"({time.monotonic() - started:.1f}s after the kill; ZeroMQ reconnected by itself)")
+        say(
+            f"the old ref reaches the new process: Get -> {value.value} "
+            f"({time.monotonic() - started:.1f}s after the kill; ZeroMQ reconnected by itself)"
+        )
         stats = system.stats()
-        say(f"transport counters: sent {stats.get('transport_envelopes_out', 0)} envelopes in "
+        say(
+            f"transport counters: sent {stats.get('transport_envelopes_out', 0)} envelopes in "
             f"{stats.get('transport_frames_out', 0)} frames, "
-            f"received {stats.get('transport_envelopes_in', 0)}")
+            f"received {stats.get('transport_envelopes_in', 0)}"
+        )
     finally:
         system.shutdown()
         if b.poll() is None:

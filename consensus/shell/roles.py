@@ -1,0 +1,300 @@
+"""The role actors: follower, candidate and leader, each a thin shell over the sans-IO core.
+
+Theory of operation
+-------------------
+Exactly one role actor at a time owns the node's :class:`~consensus.shell.book.Book` (the
+``RaftNode`` core plus who waits for what). The node supervisor forwards every input to it as
+:class:`Forwarded`; the role actor feeds the core and carries out the ``Ready`` the core
+returns, in the order ``consensus.ready`` prescribes:
+
+1. a new hard state goes to the log writer, and every outgoing message is *held* until the
+   writer confirms it durable (so no vote or append answer leaves before term and vote are on
+   disk);
+2. entries (and any suffix truncation) go to the log writer, whose ``Persisted`` comes back
+   through the supervisor;
+3. messages go to the peers' supervisors; 4. committed entries go to the state machine actor;
+5. client answers and released reads go out.
+
+When the core's role changes, the actor hands the book back to the supervisor (``Handoff``)
+and retires: whatever still reaches it is bounced to the supervisor, which hands it to the next
+role actor in order, so nothing is lost in a switch.
+
+The three classes differ in what they do with client commands: a leader gathers every command
+queued in its mailbox into one proposal (a ``Flush`` message it sends itself closes the batch:
+adaptive batching with no timer); a follower or candidate has the core refuse them at once with
+a hint of who leads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar
+
+from actors import UNHANDLED, Actor, ActorRef
+from consensus.messages import PEER_MESSAGES, ClientCommand, ClientResponse
+from consensus.ready import Ready, Role
+from consensus.shell.book import Book
+from consensus.shell.protocol import (
+    Applied,
+    Apply,
+    Bounced,
+    Campaign,
+    ClientQuery,
+    Flush,
+    Forwarded,
+    Handoff,
+    NodeStatus,
+    QueryResponse,
+    Retire,
+    Retired,
+    StatusRequest,
+    Tick,
+)
+from consensus.shell.state_machine import QueryJob
+from consensus.shell.wiring import Wiring
+from consensus.wal_storage import to_wal
+from wal.writer_messages import AppendBatch, HardStateSaved, Persisted, SaveHardState
+
+
+class RoleActor(Actor):
+    role: ClassVar[Role]
+
+    def __init__(self, book: Book, wiring: Wiring) -> None:
+        self.book = book
+        self.w = wiring
+        self.retired = False
+        self._timer_at: int | None = None
+        self._warned_snapshot: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def pre_start(self) -> None:
+        self.book.generation += 1
+        core = self.book.core
+        self.ctx.log.info(
+            "role actor active", role=str(self.role), term=core.term, leader=core.leader_id
+        )
+        if self.book.proposals:
+            self._flush()
+        if not self.retired:
+            self._carry_out(core.tick(self._now()))
+
+    def receive(self, message: Any, sender: ActorRef | None) -> Any:
+        match message:
+            case Forwarded():
+                if self.retired:
+                    self.w.supervisor.tell(Bounced(message))
+                else:
+                    self._on_forwarded(message)
+            case Tick():
+                self._timer_at = None
+                if not self.retired:
+                    self._carry_out(self.book.core.tick(self._now()))
+            case Flush():
+                if not self.retired:
+                    self._flush()
+            case Retire():
+                self.w.supervisor.tell(Retired())
+            case _:
+                return UNHANDLED
+        return None
+
+    # ------------------------------------------------------------------ inputs
+
+    def _now(self) -> int:
+        return self.w.clock.now_ms()
+
+    def _on_forwarded(self, forwarded: Forwarded) -> None:
+        message, reply = forwarded.message, forwarded.reply
+        core, book = self.book.core, self.book
+        now = self._now()
+        ready: Ready | None
+        if isinstance(message, PEER_MESSAGES):
+            ready = core.step(message, now)
+        elif isinstance(message, Persisted):
+            ready = core.persisted(message.up_to_index, message.term, now)
+        elif isinstance(message, HardStateSaved):
+            book.hard_state_writes -= 1
+            if book.hard_state_writes == 0 and book.held:
+                held, book.held = book.held, []
+                self._send_all(held)
+            ready = None
+        elif isinstance(message, Applied):
+            ready = core.applied(message.index, message.results, now)
+        elif isinstance(message, ClientCommand):
+            ready = self._on_command(message, reply)
+        elif isinstance(message, ClientQuery):
+            if reply is None:
+                return
+            if message.request_id in book.reads:
+                reply.success(
+                    QueryResponse(message.request_id, False, 0, None, "duplicate_request", None)
+                )
+                return
+            book.reads[message.request_id] = (reply, message.payload)
+            ready = core.read(message.request_id, now, stale=message.stale)
+        elif isinstance(message, StatusRequest):
+            if reply is not None:
+                reply.success(self._status())
+            return
+        elif isinstance(message, Campaign):
+            self.ctx.log.info("campaign requested", reason=message.reason)
+            ready = core.campaign(now)
+        else:
+            self.ctx.log.warning("unexpected input dropped", type=type(message).__name__)
+            if reply is not None:
+                reply.failure(TypeError(f"a Raft node does not take {type(message).__name__}"))
+            return
+        if ready is not None:
+            self._carry_out(ready)
+
+    def _on_command(self, command: ClientCommand, reply: Any) -> Ready | None:
+        book = self.book
+        if reply is None:
+            return None  # a told command has nobody to answer: refuse to guess
+        if command.request_id in book.commands:
+            reply.success(
+                ClientResponse(command.request_id, False, 0, None, "duplicate_request", None)
+            )
+            return None
+        book.commands[command.request_id] = reply
+        if self.role is Role.LEADER:
+            if not book.proposals:
+                self.ctx.self_ref.tell(Flush())
+            book.proposals.append(command)
+            return None
+        return book.core.propose([command], self._now())
+
+    def _flush(self) -> None:
+        proposals, self.book.proposals = self.book.proposals, []
+        if proposals:
+            self._carry_out(self.book.core.propose(proposals, self._now()))
+
+    # ------------------------------------------------------------------ carrying out a Ready
+
+    def _carry_out(self, ready: Ready) -> None:
+        book, w = self.book, self.w
+        if ready.hard_state is not None:
+            book.hard_state_writes += 1
+            w.writer.tell(
+                SaveHardState(ready.hard_state.term, ready.hard_state.voted_for),
+                sender=w.supervisor,
+            )
+        if ready.entries or ready.truncate_after is not None:
+            w.writer.tell(
+                AppendBatch([to_wal(e) for e in ready.entries], ready.truncate_after),
+                sender=w.supervisor,
+            )
+        if ready.messages:
+            if book.hard_state_writes:
+                book.held.extend(ready.messages)
+            else:
+                self._send_all(ready.messages)
+        if ready.committed:
+            w.state_machine.tell(Apply(list(ready.committed)))
+        for response in ready.results:
+            self._answer(response)
+        for read in ready.reads:
+            waiting = book.reads.pop(read.request_id, None)
+            if waiting is None:
+                continue
+            reply, payload = waiting
+            if read.ok:
+                w.state_machine.tell(QueryJob(read.request_id, payload, read.index, reply))
+            else:
+                reply.success(
+                    QueryResponse(
+                        read.request_id,
+                        False,
+                        read.index,
+                        None,
+                        read.error,
+                        w.address_of(read.leader_hint),
+                    )
+                )
+        for change in ready.role_changes:
+            self.ctx.log.info(
+                str(change),
+                old=str(change.old),
+                new=str(change.new),
+                term=change.term,
+                reason=change.reason,
+            )
+        for peer in ready.need_snapshot:
+            if peer not in self._warned_snapshot:
+                self._warned_snapshot.add(peer)
+                self.ctx.log.warning(
+                    "peer is behind the compacted log and needs a snapshot", peer=peer
+                )
+        for reason in ready.dropped:
+            self.ctx.log.warning("peer message dropped", reason=reason)
+        if book.core.role_kind is not self.role:
+            self._hand_off(ready)
+            return
+        self._schedule_tick(ready.deadline)
+
+    def _answer(self, response: ClientResponse) -> None:
+        reply = self.book.commands.pop(response.request_id, None)
+        if reply is None:
+            return
+        if response.leader_hint is not None:
+            response = dataclasses.replace(
+                response, leader_hint=self.w.address_of(response.leader_hint)
+            )
+        reply.success(response)
+
+    def _send_all(self, messages: list[tuple[str, Any]]) -> None:
+        peers, supervisor = self.w.peers, self.w.supervisor
+        for node_id, message in messages:
+            ref = peers.get(node_id)
+            if ref is None:
+                self.ctx.log.warning("message for an unknown node dropped", node=node_id)
+                continue
+            ref.tell(message, sender=supervisor)
+
+    def _schedule_tick(self, deadline: int) -> None:
+        if deadline <= 0:
+            return
+        if self._timer_at is not None and self._timer_at <= deadline:
+            return
+        self._timer_at = deadline
+        delay = max(0, deadline - self._now()) / 1000.0
+        self.ctx.schedule_once(delay, Tick())
+
+    def _hand_off(self, ready: Ready) -> None:
+        reason = ready.role_changes[-1].reason if ready.role_changes else "role changed"
+        self.retired = True
+        self.w.supervisor.tell(Handoff(self.book, reason))
+
+    def _status(self) -> NodeStatus:
+        core = self.book.core
+        return NodeStatus(
+            node_id=core.id,
+            role=str(core.role_kind),
+            role_actor=self.ctx.path,
+            term=core.term,
+            leader=self.w.address_of(core.leader_id),
+            first_index=core.log.first_index,
+            last_index=core.log.last_index,
+            commit_index=core.commit_index,
+            applied_index=core.applied_index,
+        )
+
+
+class FollowerActor(RoleActor):
+    role = Role.FOLLOWER
+
+
+class CandidateActor(RoleActor):
+    role = Role.CANDIDATE
+
+
+class LeaderActor(RoleActor):
+    role = Role.LEADER
+
+
+ROLE_ACTORS: dict[Role, type[RoleActor]] = {
+    Role.FOLLOWER: FollowerActor,
+    Role.CANDIDATE: CandidateActor,
+    Role.LEADER: LeaderActor,
+}
