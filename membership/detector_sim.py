@@ -14,6 +14,13 @@ starvation, a busy GIL): stalls start as a Poisson process, last a log-uniform t
 in a burst). The stall schedule is drawn from its own random stream, so two configurations
 simulated with the same seed face exactly the same stalls, whatever their heartbeat rate.
 
+What to expect from the comparison: for a stall of length S beginning at a random moment
+between heartbeats, the detector fires iff S exceeds the silence at the threshold minus the time
+since the last heartbeat, and a crash is detected after exactly that silence minus that time. So
+P(a stall S is suspected) = P(a crash is detected within S): no setting detects crashes sooner
+without suspecting some stalls that a slower one forgives. The comparison therefore reports the
+detection distribution, the longest stall tolerated, and false suspicions across stall lengths.
+
 This is a tool, not protocol: it owns its random streams (seeded) and never reads a clock.
 """
 
