@@ -48,6 +48,11 @@ class HardStateStore:
         self.path = pathlib.Path(path)
         self._current: HardState | None = None
 
+    @property
+    def current(self) -> HardState:
+        """The state last loaded or saved (loaded on first use)."""
+        return self._current if self._current is not None else self.load()
+
     def load(self) -> HardState:
         """The saved state; the initial state (term 0, no vote) if nothing was ever saved."""
         try:

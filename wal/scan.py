@@ -233,14 +233,16 @@ def scan_segment(  # noqa: PLR0915 - one hot loop; helpers would cost a call per
     damage = None
     proof = None
     if stop_reason is not None:
-        clean = stop_reason == "unwritten space" and not pending_offsets
+        unwritten = stop_reason == "unwritten space" and not pending_offsets
         if stop_reason == "unwritten space" and pending_offsets:
             stop_reason = "batch without its commit record (unwritten space follows)"
-        if not clean or not _all_zero(fd, data_end, file_size):
+        # Only zeros after the data is a clean end, whatever stopped the walk: preallocated
+        # space can end fewer than 4 bytes after the data, which reads as a torn length word.
+        if not _all_zero(fd, data_end, file_size):
             damage = TailDamage(
                 cut_offset=data_end,
                 damage_offset=stop_offset,
-                reason=stop_reason if not clean else "non-zero bytes in unwritten space",
+                reason="non-zero bytes in unwritten space" if unwritten else stop_reason,
                 dropped_entries=len(pending_offsets),
                 end_offset=file_size,
             )

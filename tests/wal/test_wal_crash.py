@@ -61,7 +61,7 @@ def check_log(directory: pathlib.Path, acked: int) -> int:
 
 
 @pytest.mark.process
-@pytest.mark.parametrize(("mode", "runs"), [("log", 20)])
+@pytest.mark.parametrize(("mode", "runs"), [("actor", 20), ("log", 10)])
 def test_sigkill_never_loses_an_acknowledged_entry(
     tmp_path: pathlib.Path, mode: str, runs: int
 ) -> None:

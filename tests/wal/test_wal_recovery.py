@@ -88,6 +88,18 @@ def test_flip_any_byte_of_the_last_batch(tmp_path: pathlib.Path) -> None:
         assert damage is not None and damage.cut_offset == start, offset
 
 
+@pytest.mark.parametrize("zeros", [1, 2, 3, 4, 40])
+def test_a_few_zero_bytes_after_the_data_are_a_clean_end(
+    tmp_path: pathlib.Path, zeros: int
+) -> None:
+    """Preallocated space may end less than a length word after the data."""
+    everything = build(tmp_path, [2, 3])
+    path = segment_files(tmp_path)[-1]
+    os.truncate(path, path.stat().st_size + zeros)
+    entries, damage = reopen_entries(tmp_path, preallocate=False)
+    assert entries == everything and damage is None
+
+
 def test_non_zero_garbage_after_the_data_is_cut(tmp_path: pathlib.Path) -> None:
     everything = build(tmp_path, [4, 4])
     path = segment_files(tmp_path)[-1]
