@@ -10,7 +10,6 @@ log, and answer asks.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from typing import Any
@@ -91,8 +90,7 @@ class MembershipActor(Actor):
                 path = subscriber or (sender.path.text if sender is not None else "")
                 self.subscribers.pop(path, None)
             case LeaveCluster():
-                # Told rather than asked: leave without reporting back.
-                with contextlib.suppress(RuntimeError):
+                if self.ctx.asked:  # told rather than asked: leave without reporting back
                     self._leave_replies.append(self.ctx.deferred_reply())
                 self._apply(self.core.leave(now))
             case _:

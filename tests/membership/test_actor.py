@@ -154,6 +154,16 @@ def test_leave_is_an_ask_answered_once_the_others_acknowledged(cluster: Cluster)
     assert again == result
 
 
+def test_a_told_leave_leaves_without_an_answer(cluster: Cluster) -> None:
+    cluster.events.subscribe(cluster.operator, cluster.nodes[0])
+    leaver = cluster.nodes[1]
+    cluster.operator.ref(membership_path(leaver)).tell(LeaveCluster())
+    wait_until(
+        lambda: cluster.events.of(cluster.nodes[0], MemberRemoved, leaver), 2.0, "leave seen"
+    )
+    assert status(cluster.operator, leaver).state == "removed"
+
+
 class Prober(Actor):
     """Pings a supervisor path with itself as the sender and keeps the pongs."""
 
