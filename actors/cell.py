@@ -45,13 +45,14 @@ if TYPE_CHECKING:
 
 
 class Delivery:
-    __slots__ = ("message", "reply", "reply_taken", "sender")
+    __slots__ = ("message", "reply", "reply_taken", "sender", "stashed")
 
     def __init__(self, message: Any, sender: ActorRef | None, reply: Reply | None) -> None:
         self.message = message
         self.sender = sender
         self.reply = reply
         self.reply_taken = False
+        self.stashed = False  # stashed by the behaviour now running: its answer comes later
 
 
 class SystemMessage:
@@ -200,6 +201,7 @@ class ActorCell(pykka.ThreadingActor):
 
     def _invoke(self, delivery: Delivery) -> None:
         self.current = delivery
+        delivery.stashed = False
         message = delivery.message
         behaviour = self.behaviours[-1]
         try:
@@ -214,6 +216,8 @@ class ActorCell(pykka.ThreadingActor):
             self._fail(exc, delivery, describe(message))
             return
         self.current = None
+        if delivery.stashed:
+            return  # handled again after unstash_all(); only that handling answers
         if result is UNHANDLED:
             self._unhandled(delivery, behaviour)
         elif delivery.reply is not None and not delivery.reply_taken:
@@ -236,6 +240,7 @@ class ActorCell(pykka.ThreadingActor):
     def stash_current(self) -> None:
         if self.current is None:
             raise RuntimeError("stash() is only valid while handling a message")
+        self.current.stashed = True
         self.stashed.append(self.current)
 
     def unstash_all(self) -> None:

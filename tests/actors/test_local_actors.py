@@ -148,6 +148,31 @@ def test_stashed_messages_are_handled_in_order_before_newer_ones(system: ActorSy
     assert ref.ask("seen").result() == [0, 1, 2, 3, 4, 5]
 
 
+class AskStasher(Actor):
+    """Stashes asks until 'open', then answers each with its doubled value."""
+
+    def receive(self, message: Any, sender: ActorRef | None) -> Any:
+        if message == "open":
+            self.ctx.become(self.opened)
+            self.ctx.unstash_all()
+            return "opened"
+        self.ctx.stash()
+        return None  # must not become the stashed ask's answer
+
+    def opened(self, message: Any, sender: ActorRef | None) -> Any:
+        return message * 2
+
+
+def test_a_stashed_ask_is_answered_by_its_later_handling(system: ActorSystem) -> None:
+    # Regression: the behaviour's return value while stashing (None) used to answer the ask.
+    ref = system.spawn(AskStasher, "ask-stasher")
+    futures = [ref.ask(i) for i in range(1, 4)]
+    time.sleep(0.1)
+    assert not any(f.done() for f in futures)
+    assert ref.ask("open").result(timeout=5) == "opened"
+    assert [f.result(timeout=5) for f in futures] == [2, 4, 6]
+
+
 class Fragile(Actor):
     starts = 0
 
