@@ -70,6 +70,14 @@ class Campaign:
     reason: str = "operator request"
 
 
+@message("node.transfer_leadership")
+class TransferLeadership:
+    """Operator request to the leader: hand leadership to ``target`` (a node id) once its log
+    is caught up. Answered with a :class:`NodeStatus` at once; the transfer itself follows."""
+
+    target: str
+
+
 # ---------------------------------------------------------------- local to one process
 
 

@@ -31,6 +31,7 @@ import dataclasses
 from typing import Any, ClassVar
 
 from actors import UNHANDLED, Actor, ActorRef
+from consensus.errors import LocalProtocolError
 from consensus.messages import PEER_MESSAGES, ClientCommand, ClientResponse
 from consensus.ready import Ready, Role
 from consensus.shell.book import Book
@@ -49,6 +50,7 @@ from consensus.shell.protocol import (
     Retired,
     StatusRequest,
     Tick,
+    TransferLeadership,
 )
 from consensus.shell.state_machine import QueryJob
 from consensus.shell.wiring import Wiring
@@ -137,6 +139,15 @@ class RoleActor(Actor):
             if reply is not None:
                 reply.success(self._status())
             return
+        elif isinstance(message, TransferLeadership):
+            try:
+                ready = core.transfer_leadership(message.target, now)
+            except LocalProtocolError as exc:
+                if reply is not None:
+                    reply.failure(exc)
+                return
+            if reply is not None:
+                reply.success(self._status())
         elif isinstance(message, Campaign):
             self.ctx.log.info("campaign requested", reason=message.reason)
             ready = core.campaign(now)
