@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SEEDS ?= 2000
 
-.PHONY: test lint bench run clean venv
+.PHONY: test lint bench run clean venv sim
 
 venv: $(STAMP)
 
@@ -21,6 +21,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# The randomized Raft simulation alone; `make sim SEEDS=100000` for a long sweep.
+sim: $(STAMP)
+	SEEDS=$(SEEDS) $(PY) -m pytest -q tests/sim -k random --timeout=0
 
 bench: $(STAMP)
 	$(PY) -m bench

@@ -1,0 +1,493 @@
+"""SimCluster: N Raft cores in one process over a simulated network, disk and clock, driven by
+one seeded event queue, with the safety checker run at every step.
+
+Theory of operation
+-------------------
+Time is an integer number of milliseconds and nothing happens between events. An event is a
+message delivery, a node's timer (its last Ready's deadline), a disk write completing, or a
+scripted action (a client request, a fault). Events at the same time run in the order they were
+scheduled, and every random choice comes from one ``random.Random`` seeded by the run's seed
+(each core gets its own, drawn from it), so a seed fixes the whole run.
+
+Each node is a host that carries out every Ready as ``consensus.ready`` prescribes:
+
+1. hard state: saved durably at once, before any message of the Ready leaves;
+2. entries: queued on the node's disk, which completes writes in order after a simulated fsync
+   latency and then reports ``persisted``; only completed writes are durable;
+3. messages: handed to the network;
+4. committed entries: applied to the node's state machine, then ``applied`` reported;
+5. client results and reads: checked (acknowledged writes, linearizable reads).
+
+Network faults: drop, duplicate, slow delivery (reordering also comes from random latency),
+and partitions as a set of blocked directed links (a one-way partition blocks one direction),
+checked at delivery, so a partition also catches messages already in flight.
+
+Crash: the core and its state machine vanish, and so do disk writes that had not completed (a
+random prefix of them may complete at the crash, and the first incomplete write may have done
+its truncation but not its append, both legal for a real disk). Restart: a new core built from
+the durable log and hard state only; its state machine replays from the start.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import heapq
+import random
+from collections.abc import Callable
+from typing import Any
+
+from consensus.config import RaftConfig
+from consensus.log import MemoryLog
+from consensus.messages import ClientCommand, ClientResponse, Entry, EntryKind
+from consensus.node import RaftNode
+from consensus.ready import HardState, ReadState, Ready, Role
+
+from .checker import Checker, InvariantViolation
+
+DELIVER, TICK, DISK, CALL = 0, 1, 2, 3
+COMMAND = int(EntryKind.COMMAND)
+
+
+@dataclasses.dataclass
+class NetConfig:
+    min_latency: int = 1
+    max_latency: int = 6
+    drop: float = 0.0  # chance a message is lost
+    duplicate: float = 0.0  # chance a message is delivered twice
+    slow: float = 0.0  # chance a message is delayed by up to max_slow more
+    max_slow: int = 150
+
+
+@dataclasses.dataclass
+class DiskConfig:
+    min_latency: int = 1
+    max_latency: int = 5
+
+
+class SimNode:
+    """One node's host: its core (None while crashed), durable storage, disk queue and state
+    machine. The state machine's value is the number of commands applied."""
+
+    __slots__ = (
+        "applied",
+        "commit_seen",
+        "core",
+        "crashes",
+        "disk_free_at",
+        "epoch",
+        "hard_state",
+        "id",
+        "last_timestamp",
+        "sm_value",
+        "storage",
+        "tick_at",
+        "writes",
+    )
+
+    def __init__(self, node_id: str) -> None:
+        self.id = node_id
+        self.core: RaftNode | None = None
+        self.storage = MemoryLog()  # exactly what the disk holds durably
+        self.hard_state = HardState()
+        # writes handed to the disk and not yet complete: (done at, truncate after, entries)
+        self.writes: collections.deque[tuple[int, int | None, list[Entry]]] = collections.deque()
+        self.disk_free_at = 0
+        self.epoch = 0  # bumped at every crash: timers and disk events of the old life are void
+        self.tick_at: int | None = None
+        self.applied = 0
+        self.last_timestamp = 0
+        self.commit_seen = 0
+        self.sm_value = 0
+        self.crashes = 0
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+    def __repr__(self) -> str:
+        return f"SimNode({self.id}, {self.core!r})"
+
+
+class SimCluster:
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        seed: int = 0,
+        net: NetConfig | None = None,
+        disk: DiskConfig | None = None,
+        node_factory: Callable[..., RaftNode] = RaftNode,
+        trace: bool = False,
+        **config: Any,
+    ) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.ids = tuple(f"n{i + 1}" for i in range(size))
+        self.configs = {i: RaftConfig(i, self.ids, **config) for i in self.ids}
+        self.net = net or NetConfig()
+        self.disk = disk or DiskConfig()
+        self.node_factory = node_factory
+        self.now = 0
+        self.events = 0
+        self._queue: list[tuple[Any, ...]] = []
+        self._seq = 0
+        self.blocked: set[tuple[str, str]] = set()
+        self.nodes = {i: SimNode(i) for i in self.ids}
+        self.checker = Checker(self.ids, self._durable_term_at)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self.trace: list[str] | None = [] if trace else None
+        self._requests = 0
+        self.acked: dict[str, int] = {}
+        self.refused: collections.Counter[str] = collections.Counter()
+        self.reads: dict[str, tuple[str, int, bool]] = {}
+        self.read_results: dict[str, ReadState] = {}
+        # every AppendEntries rejection, as (time, follower, leader)
+        self.rejections: list[tuple[int, str, str]] = []
+        # called with a node the moment it becomes leader (schedules use it to strike new
+        # leaders in the fragile first moments of their term)
+        self.on_leader: Callable[[SimNode], None] | None = None
+        for node in self.nodes.values():
+            self._boot(node)
+
+    # ================================================================== event loop
+
+    def _push(self, at: int, kind: int, a: Any, b: Any = None, c: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, (at, self._seq, kind, a, b, c))
+
+    def schedule(self, at: int, action: Callable[[], Any]) -> None:
+        """Run ``action`` at time ``at`` (a client request, a fault)."""
+        self._push(max(at, self.now), CALL, action)
+
+    def step(self) -> bool:
+        """Run the next event; False when nothing is left to run."""
+        if not self._queue:
+            return False
+        at, _, kind, a, b, c = heapq.heappop(self._queue)
+        self.now = at
+        self.events += 1
+        try:
+            if kind == DELIVER:
+                self._deliver(a, b, c)
+            elif kind == TICK:
+                node: SimNode = a
+                if node.core is not None and node.epoch == b and node.tick_at == at:
+                    node.tick_at = None
+                    self._carry_out(node, node.core.tick(at))
+            elif kind == DISK:
+                self._disk_done(a, b)
+            else:
+                a()
+            self.checker.after_step(
+                [(n.id, n.core) for n in self.nodes.values() if n.core is not None]
+            )
+        except InvariantViolation as exc:
+            raise self._with_context(exc) from None
+        return True
+
+    def _with_context(self, exc: InvariantViolation) -> InvariantViolation:
+        return InvariantViolation(
+            f"[seed {self.seed}, t={self.now} ms, event {self.events}] {exc}\n"
+            f"  replay: python -m tests.sim.replay {self.seed} --trace"
+        )
+
+    def run_for(self, duration: int) -> None:
+        end = self.now + duration
+        queue = self._queue
+        while queue and queue[0][0] <= end:
+            self.step()
+        self.now = max(self.now, end)
+
+    def run_until(self, predicate: Callable[[], bool], timeout: int) -> bool:
+        """Run events until ``predicate()`` holds (checked after each) or ``timeout`` ms pass."""
+        end = self.now + timeout
+        queue = self._queue
+        while not predicate():
+            if not queue or queue[0][0] > end:
+                self.now = max(self.now, end)
+                return predicate()
+            self.step()
+        return True
+
+    def note(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace.append(f"{self.now:>7} {text}")
+
+    # ================================================================== nodes
+
+    def _boot(self, node: SimNode) -> None:
+        core = self.node_factory(
+            self.configs[node.id],
+            node.storage,
+            node.hard_state,
+            random.Random(self.rng.getrandbits(64)),
+            self.now,
+        )
+        node.core = core
+        node.applied = 0
+        node.last_timestamp = 0
+        node.sm_value = 0
+        node.commit_seen = core.commit_index
+        node.tick_at = None
+        self._carry_out(node, core.tick(self.now))
+
+    def crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.core is None:
+            return
+        self.note(f"CRASH {node_id} ({len(node.writes)} writes pending)")
+        node.core = None
+        node.epoch += 1
+        node.crashes += 1
+        node.tick_at = None
+        writes = node.writes
+        done = self.rng.randint(0, len(writes))
+        for _ in range(done):
+            _, truncate_after, entries = writes.popleft()
+            self._write_storage(node, truncate_after, entries)
+        if writes and writes[0][1] is not None and self.rng.random() < 0.5:
+            node.storage.truncate_after(writes[0][1])  # the cut reached the disk, the append not
+        writes.clear()
+        node.disk_free_at = self.now
+
+    def restart(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        if node.core is not None:
+            return
+        self.note(f"RESTART {node_id} (log {node.storage!r}, {node.hard_state})")
+        self._boot(node)
+
+    def leader(self) -> SimNode | None:
+        """The live node that believes it leads, in the highest term."""
+        best: SimNode | None = None
+        for node in self.nodes.values():
+            core = node.core
+            if core is not None and core.is_leader and (best is None or core.term > best.core.term):  # type: ignore[union-attr]
+                best = node
+        return best
+
+    def up_nodes(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.core is not None]
+
+    def _durable_term_at(self, node_id: str, index: int) -> int | None:
+        return self.nodes[node_id].storage.term_at(index)
+
+    # ================================================================== network
+
+    def isolate(self, node_id: str) -> None:
+        for other in self.ids:
+            if other != node_id:
+                self.blocked.add((node_id, other))
+                self.blocked.add((other, node_id))
+        self.note(f"ISOLATE {node_id}")
+
+    def partition(self, *groups: tuple[str, ...] | list[str]) -> None:
+        """Block every link between nodes of different groups (nodes in no group: isolated)."""
+        where = {n: g for g, members in enumerate(groups) for n in members}
+        for n in self.ids:
+            where.setdefault(n, len(where) + len(groups))  # alone in a group of its own
+        for a in self.ids:
+            for b in self.ids:
+                if where[a] != where[b]:
+                    self.blocked.add((a, b))
+        self.note(f"PARTITION {[list(g) for g in groups]}")
+
+    def block(self, source: str, destination: str) -> None:
+        """A one-way partition: messages from ``source`` to ``destination`` are lost."""
+        self.blocked.add((source, destination))
+        self.note(f"BLOCK {source}->{destination}")
+
+    def heal(self) -> None:
+        self.blocked.clear()
+        self.note("HEAL")
+
+    def _send(self, source: str, destination: str, message: Any) -> None:
+        net = self.net
+        rng = self.rng
+        self.stats[message.__class__.__name__] += 1
+        if net.drop and rng.random() < net.drop:
+            self.stats["dropped"] += 1
+            return
+        copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
+        for _ in range(copies):
+            delay = rng.randint(net.min_latency, net.max_latency)
+            if net.slow and rng.random() < net.slow:
+                delay += rng.randint(0, net.max_slow)
+            self._push(self.now + delay, DELIVER, destination, source, message)
+
+    def _deliver(self, destination: str, source: str, message: Any) -> None:
+        if (source, destination) in self.blocked:
+            self.stats["partitioned"] += 1
+            return
+        node = self.nodes[destination]
+        core = node.core
+        if core is None:
+            return
+        if self.trace is not None:
+            self.note(f"{source}->{destination} {message}")
+        if message.__class__.__name__ == "AppendEntriesResponse" and not message.success:
+            self.rejections.append((self.now, source, destination))
+        self._carry_out(node, core.step(message, self.now))
+
+    # ================================================================== disk
+
+    def _write(self, node: SimNode, truncate_after: int | None, entries: list[Entry]) -> None:
+        disk = self.disk
+        done_at = max(self.now, node.disk_free_at) + self.rng.randint(
+            disk.min_latency, disk.max_latency
+        )
+        node.disk_free_at = done_at
+        node.writes.append((done_at, truncate_after, entries))
+        self._push(done_at, DISK, node, node.epoch)
+
+    @staticmethod
+    def _write_storage(node: SimNode, truncate_after: int | None, entries: list[Entry]) -> None:
+        if truncate_after is not None:
+            node.storage.truncate_after(truncate_after)
+        node.storage.append(entries)
+
+    def _disk_done(self, node: SimNode, epoch: int) -> None:
+        if node.core is None or node.epoch != epoch:
+            return
+        writes = node.writes
+        last: Entry | None = None
+        while writes and writes[0][0] <= self.now:
+            _, truncate_after, entries = writes.popleft()
+            self._write_storage(node, truncate_after, entries)
+            if entries:
+                last = entries[-1]
+        if last is not None:
+            self._carry_out(node, node.core.persisted(last.index, last.term, self.now))
+
+    # ================================================================== carrying out a Ready
+
+    def _carry_out(self, node: SimNode, ready: Ready) -> None:
+        core = node.core
+        assert core is not None
+        checker = self.checker
+        name = node.id
+        while True:
+            if ready.hard_state is not None:
+                checker.on_hard_state(name, ready.hard_state)
+                node.hard_state = ready.hard_state  # durable before any message leaves
+            if ready.entries or ready.truncate_after is not None:
+                checker.on_entries(name, core, ready.truncate_after, ready.entries)
+                self._write(node, ready.truncate_after, ready.entries)
+            if ready.commit_index > node.commit_seen:
+                checker.on_commit(name, core, node.commit_seen, ready.commit_index)
+                node.commit_seen = ready.commit_index
+            for change in ready.role_changes:
+                if self.trace is not None:
+                    self.note(str(change))
+                if change.new is Role.LEADER:
+                    checker.on_leader(name, core, change.term)
+                    if self.on_leader is not None:
+                        self.on_leader(node)
+            for destination, message in ready.messages:
+                self._send(name, destination, message)
+            for response in ready.results:
+                self._on_result(response)
+            for read in ready.reads:
+                self._on_read(node, read)
+            if not ready.committed:
+                break
+            results: dict[int, Any] = {}
+            for entry in ready.committed:
+                checker.on_apply(name, entry, node.applied, node.last_timestamp)
+                node.applied = entry.index
+                node.last_timestamp = entry.timestamp
+                if entry.kind == COMMAND:
+                    node.sm_value += 1
+                    results[entry.index] = node.sm_value
+            ready = core.applied(node.applied, results, self.now)
+        deadline = max(ready.deadline, self.now)
+        if node.tick_at is None or deadline < node.tick_at:
+            node.tick_at = deadline
+            self._push(deadline, TICK, node, node.epoch)
+
+    # ================================================================== clients
+
+    def propose(self, node_id: str | None = None, count: int = 1) -> list[str]:
+        """Client commands to ``node_id`` (default: the leader, else any live node). Each
+        command's payload is its request id."""
+        node = self._target(node_id)
+        if node is None:
+            return []
+        commands = []
+        for _ in range(count):
+            self._requests += 1
+            request_id = f"w{self._requests}"
+            commands.append(ClientCommand(request_id, request_id.encode()))
+        assert node.core is not None
+        self._carry_out(node, node.core.propose(commands, self.now))
+        return [c.request_id for c in commands]
+
+    def read(self, node_id: str | None = None, *, stale: bool = False) -> str | None:
+        node = self._target(node_id)
+        if node is None:
+            return None
+        self._requests += 1
+        request_id = f"r{self._requests}"
+        self.reads[request_id] = (node.id, self.checker.max_acked, stale)
+        assert node.core is not None
+        self._carry_out(node, node.core.read(request_id, self.now, stale=stale))
+        return request_id
+
+    def _target(self, node_id: str | None) -> SimNode | None:
+        if node_id is not None:
+            node = self.nodes[node_id]
+            return node if node.core is not None else None
+        leader = self.leader()
+        if leader is not None:
+            return leader
+        up = self.up_nodes()
+        return self.rng.choice(up) if up else None
+
+    def _on_result(self, response: ClientResponse) -> None:
+        if response.ok:
+            self.checker.on_ack(response.request_id, response.index, response.request_id.encode())
+            self.acked[response.request_id] = response.index
+        else:
+            self.refused[response.error or "?"] += 1
+
+    def _on_read(self, node: SimNode, read: ReadState) -> None:
+        self.read_results[read.request_id] = read
+        info = self.reads.get(read.request_id)
+        if info is None or not read.ok:
+            return
+        _, required, stale = info
+        if not stale:
+            self.checker.on_read(node.id, read, required, node.applied)
+
+    # ================================================================== convergence
+
+    def converged(self) -> bool:
+        """Every node is up, one leader has committed its whole log, and every node holds and
+        has applied exactly that log."""
+        leader = self.leader()
+        if leader is None:
+            return False
+        core = leader.core
+        assert core is not None
+        last = core.log.last_index
+        if core.commit_index != last:
+            return False
+        for node in self.nodes.values():
+            other = node.core
+            if other is None or node.applied != last or other.log.last_index != last:
+                return False
+        return True
+
+    def check_final(self) -> None:
+        """The end-of-run checks, after :meth:`converged`: identical logs, every acknowledged
+        write applied everywhere."""
+        logs = {}
+        for node in self.nodes.values():
+            assert node.core is not None
+            last = node.core.log.last_index
+            logs[node.id] = node.core.log.slice(1, last + 1, last, 1 << 62)
+        try:
+            self.checker.final(logs, {n.id: n.applied for n in self.nodes.values()})
+        except InvariantViolation as exc:
+            raise self._with_context(exc) from None
