@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 run: $(STAMP)
-	$(PY) -m examples.demo
+	$(PY) -m examples.cluster_demo
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

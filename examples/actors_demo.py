@@ -1,11 +1,12 @@
-"""`make run`: two OS processes talking through coterie actors over ZeroMQ on 127.0.0.1.
+"""`python -m examples.actors_demo`: two OS processes talking through coterie actors over
+ZeroMQ on 127.0.0.1.
 
 Process B hosts a Counter actor; this process (A) drives it through a ref built from its path.
 The demo shows location-transparent asks and tells, behaviour switching, an unhandled message
 failing fast, supervision restarting a crashed actor, and a ref that keeps working after the
 remote process is SIGKILLed and restarted on the same address (refs are paths, not instances).
 
-Until the Raft node exists this is the runnable demo; it becomes the 3-node replicated counter.
+`make run` runs the 3-node replicated counter instead (examples/cluster_demo.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def free_port() -> int:
 
 def start_b(port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "examples.demo", "serve", str(port)],
+        [sys.executable, "-m", "examples.actors_demo", "serve", str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
