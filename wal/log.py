@@ -127,11 +127,13 @@ class SegmentedLog:
         prealloc: bool,
         lock: DirectoryLock | None,
         tail_damage: TailDamage | None,
+        gaps: list[tuple[int, int]] | None = None,
     ) -> None:
         self.directory = directory
         self.readonly = readonly
         self.segment_size = segment_size
         self.tail_damage = tail_damage
+        self.gaps = gaps or []  # read-only opens: index ranges of missing segments
         self._prealloc = prealloc
         self._lock = lock
         self._base_index = meta.base_index
@@ -160,7 +162,8 @@ class SegmentedLog:
         """Open (recovering it) or create the log in `directory`.
 
         `readonly` modifies nothing and takes no lock (for inspection tools); a damaged tail
-        is then reported in :attr:`tail_damage` and ignored rather than cut.
+        is then reported in :attr:`tail_damage` and ignored rather than cut, and missing
+        segments in :attr:`gaps`, their indexes reading as holes, rather than refused.
         """
         if segment_size < HEADER_SIZE + ENTRY_OVERHEAD + COMMIT_SIZE:
             raise ValueError(f"segment_size {segment_size} is too small to hold an entry")
@@ -200,6 +203,7 @@ class SegmentedLog:
                 prealloc=preallocate,
                 lock=lock,
                 tail_damage=recovered.tail_damage,
+                gaps=recovered.gaps,
             )
             if not readonly and not wal._segments:
                 wal._add_segment(meta.base_index + 1)
@@ -344,7 +348,10 @@ class SegmentedLog:
     def _position(self, index: int) -> tuple[Segment, int | None]:
         """The segment covering `index` (first_index <= index <= last_index) and its position
         there, None for a hole left by kv compaction."""
-        segment = self._segments[bisect.bisect_right(self._firsts, index) - 1]
+        number = bisect.bisect_right(self._firsts, index) - 1
+        if number < 0:  # a read-only log whose first segment is missing
+            return self._segments[0], None
+        segment = self._segments[number]
         return segment, segment.position_of(index)
 
     def read_range(self, start: int, stop: int) -> Iterator[Entry]:
@@ -379,7 +386,8 @@ class SegmentedLog:
                 raise WalError("the log was truncated or closed while being read")
             if next_index < self.first_index:
                 raise WalError(f"entries from {next_index} were compacted while being read")
-            number = bisect.bisect_right(self._firsts, next_index) - 1
+            # max(0, ...): a read-only log may miss its first segment (see gaps).
+            number = max(0, bisect.bisect_right(self._firsts, next_index) - 1)
             segment = self._segments[number]
             following = self._firsts[number + 1] if number + 1 < len(self._firsts) else None
             position = segment.lower_bound(next_index)

@@ -61,6 +61,7 @@ log = structlog.get_logger(__name__)
 class Recovered:
     segments: list[Segment]
     tail_damage: TailDamage | None  # cut from the open segment (or, read-only, to be cut)
+    gaps: list[tuple[int, int]]  # missing index ranges (read-only opens only; else an error)
 
 
 def recover(
@@ -120,8 +121,8 @@ def recover(
         dirty = dirty or not readonly
     if dirty:
         fsync_dir(directory)
-    _check_alignment(segments, meta)
-    return Recovered(segments, damage)
+    gaps = _check_alignment(segments, meta, tolerate_gaps=readonly)
+    return Recovered(segments, damage, gaps)
 
 
 def _read_checked_header(
@@ -253,11 +254,18 @@ def _recover_open(
     return segment, damage
 
 
-def _check_alignment(segments: list[Segment], meta: LogMeta) -> None:
+def _check_alignment(
+    segments: list[Segment], meta: LogMeta, *, tolerate_gaps: bool
+) -> list[tuple[int, int]]:
+    """Check that the segments line up; returns the gaps when `tolerate_gaps` (read-only
+    inspection must be able to read a log that lost a segment: its entries read as holes)."""
+    gaps: list[tuple[int, int]] = []
     if not segments:
-        return
+        return gaps
     first = segments[0]
-    if first.first_index > meta.base_index + 1:
+    if first.first_index > meta.base_index + 1 and tolerate_gaps:
+        gaps.append((meta.base_index + 1, first.first_index - 1))
+    elif first.first_index > meta.base_index + 1:
         raise WalCorruption(
             first.path,
             0,
@@ -270,7 +278,9 @@ def _check_alignment(segments: list[Segment], meta: LogMeta) -> None:
             aligned = before.last_index < after.first_index
         else:
             aligned = before.last_index == after.first_index - 1
-        if not aligned:
+        if not aligned and tolerate_gaps and before.last_index < after.first_index:
+            gaps.append((before.last_index + 1, after.first_index - 1))
+        elif not aligned:
             raise WalCorruption(
                 before.path,
                 before.data_end,
@@ -288,3 +298,4 @@ def _check_alignment(segments: list[Segment], meta: LogMeta) -> None:
                 f"term {after.run_terms[0]} at index {after.run_starts[0]} is below the "
                 f"previous segment's last term {before.last_term}",
             )
+    return gaps

@@ -265,3 +265,21 @@ def test_a_compaction_interrupted_before_deleting_segments_finishes_on_open(
         assert all(int(p.stem) + 0 > 0 for p in segment_files(tmp_path))
         assert segment_files(tmp_path)[0].name == log.segments()[0].path.name
         assert log.segments()[0].first_index <= 21 <= log.segments()[0].last_index
+
+
+def test_readonly_open_reads_missing_segments_as_holes(tmp_path: pathlib.Path) -> None:
+    everything = multi_segment_log(tmp_path)
+    files = segment_files(tmp_path)
+    for lost in (files[0], files[2]):
+        lost.unlink()
+        lost.with_suffix(".idx").unlink()
+    gap_first, gap_last = int(files[2].stem), int(files[3].stem) - 1
+    with SegmentedLog.open(tmp_path, readonly=True) as log:
+        assert log.gaps == [(1, int(files[1].stem) - 1), (gap_first, gap_last)]
+        present = {e[0] for e in as_tuples(log.read_range(1, log.last_index + 1))}
+        missing = set(range(1, int(files[1].stem))) | set(range(gap_first, gap_last + 1))
+        assert present == {e[0] for e in everything} - missing
+        assert log.get(1) is None and log.get(gap_first) is None
+        assert log.get(gap_last + 1) is not None
+    with pytest.raises(WalCorruption, match="are missing"):
+        SegmentedLog.open(tmp_path, segment_size=700)
