@@ -10,15 +10,14 @@ import argparse
 import importlib
 import sys
 
+from coterie.errors import CliError
+
 # (subcommand module, help) in the order they appear in `coterie --help`.
 TOOLS = [
     ("coterie.node", "run one node of a cluster"),
+    ("coterie.nodetool", "inspect and steer a running cluster"),
     ("coterie.waltool", "inspect, verify, compare and compact write-ahead logs"),
 ]
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -36,6 +36,7 @@ from typing import Any
 
 from consensus.config import RaftConfig, ReadMode
 from consensus.shell.settings import NodeSettings, SettingsError
+from membership.config import MembershipConfig
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,8 @@ class ClusterConfig:
         raft_kwargs = dict(self.raft)
         if "read_mode" in raft_kwargs:
             raft_kwargs["read_mode"] = ReadMode(raft_kwargs["read_mode"])
+        # Every node of the file is a seed; the first one listed forms the cluster.
+        seeds = tuple(f"coterie://{n.id}@{n.address}" for n in self.nodes)
         try:
             raft = RaftConfig(node_id, tuple(n.id for n in self.nodes), **raft_kwargs)
             return NodeSettings(
@@ -96,6 +99,7 @@ class ClusterConfig:
                 durability=self.wal.get("durability", "always"),
                 group_commit_ms=float(self.wal.get("group_commit_ms", 2.0)),
                 segment_bytes=int(self.wal.get("segment_mb", 64)) << 20,
+                membership=MembershipConfig(seeds=seeds),
             )
         except (ValueError, SettingsError) as exc:
             raise ConfigError(f"{self.path}: {exc}") from exc

@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from typing import Any
 
-from actors import ActorSystem, Props, configure_logging
-from coterie.cli import CliError
+import structlog
+
+from actors import ActorRef, ActorSystem, Props, configure_logging
+from consensus.shell.protocol import StatusRequest, TransferLeadership
+from consensus.shell.supervisor import RaftSupervisor
 from coterie.config import ConfigError, load
+from coterie.errors import CliError
 
 
 def register(subparsers: Any) -> None:
@@ -27,8 +32,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from consensus.shell.supervisor import RaftSupervisor  # noqa: PLC0415
-
     configure_logging(args.log_level, json=True if args.json_logs else None)
     try:
         config = load(args.config)
@@ -45,8 +48,30 @@ def run(args: argparse.Namespace) -> int:
         settings.node_id, host=host, port=int(port), cluster_id=settings.cluster_id
     )
     try:
-        system.spawn(Props(RaftSupervisor, settings, machine), "node")
+        node = system.spawn(Props(RaftSupervisor, settings, machine), "node")
         stop.wait()
+        hand_over_leadership(node, settings.raft.election_timeout_max / 1000.0)
     finally:
         system.shutdown()
     return 0
+
+
+def hand_over_leadership(node: ActorRef, within: float) -> None:
+    """On a graceful stop, a leader first hands leadership to its most caught-up follower, so
+    the cluster does not wait an election timeout to notice it is gone."""
+    log = structlog.get_logger("coterie.node")
+    try:
+        status = node.ask(StatusRequest(), timeout=1.0).result(2.0)
+        if status.role != "leader":
+            return
+        node.ask(TransferLeadership(""), timeout=1.0).result(2.0)
+        deadline = time.monotonic() + 2 * within
+        while time.monotonic() < deadline:
+            status = node.ask(StatusRequest(), timeout=1.0).result(2.0)
+            if status.role != "leader":
+                log.info("leadership handed over before shutdown", leader=status.leader)
+                return
+            time.sleep(0.02)
+        log.warning("leadership transfer did not complete before shutdown")
+    except Exception as exc:
+        log.warning("leadership transfer before shutdown failed", error=repr(exc))

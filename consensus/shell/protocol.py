@@ -72,8 +72,9 @@ class Campaign:
 
 @message("node.transfer_leadership")
 class TransferLeadership:
-    """Operator request to the leader: hand leadership to ``target`` (a node id) once its log
-    is caught up. Answered with a :class:`NodeStatus` at once; the transfer itself follows."""
+    """Operator request to the leader: hand leadership to ``target`` (a node id; empty for the
+    most caught-up follower) once its log is caught up. Answered with a :class:`NodeStatus`
+    at once; the transfer itself follows."""
 
     target: str
 

@@ -141,7 +141,8 @@ class RoleActor(Actor):
             return
         elif isinstance(message, TransferLeadership):
             try:
-                ready = core.transfer_leadership(message.target, now)
+                target = message.target or self._best_successor()
+                ready = core.transfer_leadership(target, now)
             except LocalProtocolError as exc:
                 if reply is not None:
                     reply.failure(exc)
@@ -276,6 +277,14 @@ class RoleActor(Actor):
         reason = ready.role_changes[-1].reason if ready.role_changes else "role changed"
         self.retired = True
         self.w.supervisor.tell(Handoff(self.book, reason))
+
+    def _best_successor(self) -> str:
+        """The follower with the longest matching log: the quickest to take over."""
+        core = self.book.core
+        if self.role is not Role.LEADER or not core.config.peers:
+            raise LocalProtocolError(f"{core.id} is not a leader with peers")
+        progress = core.role.progress  # type: ignore[union-attr]
+        return max(core.config.peers, key=lambda peer: progress[peer].match)
 
     def _status(self) -> NodeStatus:
         core = self.book.core

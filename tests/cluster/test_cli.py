@@ -1,0 +1,152 @@
+"""The command line end to end: config errors name their key, nodetool refuses bad node names
+with the reason, and drives a live cluster (status, leader, transfer-leader); a node stopped
+with SIGTERM while leading hands leadership over first."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from coterie.cli import main
+from tests.cluster.cluster import ROOT, LocalCluster
+
+GOOD = """
+cluster_id = "c"
+state_machine = "examples.counter:Counter"
+[[nodes]]
+id = "n1"
+address = "127.0.0.1:7101"
+data_dir = "d1"
+[[nodes]]
+id = "n2"
+address = "127.0.0.1:7102"
+data_dir = "d2"
+"""
+
+BAD_CONFIGS = [
+    ("", "cluster_id: missing"),
+    ("cluster_id = 'c'\nstate_machine = 'x'\n", "state_machine: 'x' is not 'module:Class'"),
+    (GOOD + "colour = 'red'\n", "colour: unknown key"),
+    (
+        GOOD.replace('"127.0.0.1:7102"', '"127.0.0.1"'),
+        "nodes[1].address: '127.0.0.1' is not host:port",
+    ),
+    (GOOD.replace('"127.0.0.1:7102"', '"127.0.0.1:70000"'), "nodes[1].address"),
+    (GOOD.replace('id = "n2"', 'id = "n1"'), "nodes[1].id: duplicate node id 'n1'"),
+    (GOOD.replace('data_dir = "d2"', ""), "nodes[1].data_dir: missing"),
+    (
+        GOOD + "[raft]\nelection_timeout_min_ms = 'soon'\n",
+        "raft.election_timeout_min_ms: must be int",
+    ),
+    (GOOD + "[raft]\nheartbeat_ms = 5\n", "raft.heartbeat_ms: unknown key"),
+    (GOOD + "[raft]\nheartbeat_interval_ms = 500\n", "heartbeat_interval < election_timeout_min"),
+    (GOOD + "[raft]\nread_mode = 'psychic'\n", "raft.read_mode: 'psychic' is not one of"),
+    (GOOD + "[wal]\ndurability = 'sometimes'\n", "wal.durability: 'sometimes' is not one of"),
+    (GOOD + "[wal]\nfsync = true\n", "wal.fsync: unknown key"),
+    ("cluster_id = 'c'\nstate_machine = 'a:B'\nnodes = 3\n", "nodes: at least one"),
+    ("this is not toml", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_CONFIGS)
+def test_a_bad_config_names_the_key(tmp_path, capsys, text: str, expected: str) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(text)
+    assert main(["node", "--config", str(config), "--id", "n1"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert str(config) in err
+
+
+def test_unknown_node_id_and_missing_file(tmp_path, capsys) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(GOOD)
+    assert main(["node", "--config", str(config), "--id", "n9"]) == 2
+    assert "no node with id 'n9' (nodes: n1, n2)" in capsys.readouterr().err
+    assert main(["node", "--config", str(tmp_path / "nope.toml"), "--id", "n1"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+BAD_NODES = [
+    ("127.0.0.1:99999", "port '99999': must be between 1 and 65535"),
+    ("127.0.0.1:", "port"),
+    ("bad host!:7101", "host"),
+    ("n1", "node ids need --config"),
+    ("coterie://n1@127.0.0.1:7101/user/node/membership", "addressed at /user/node"),
+    ("coterie://n1/user/node", "no host:port"),
+    ("coterie://n 1@127.0.0.1:7101/user/node", "system name"),
+    ("http://127.0.0.1:7101", "scheme"),
+]
+
+
+@pytest.mark.parametrize(("name", "expected"), BAD_NODES)
+def test_nodetool_names_what_is_wrong_with_a_node(capsys, name: str, expected: str) -> None:
+    assert main(["nodetool", "--node", name, "status"]) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+
+
+def nodetool(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "coterie.cli", "nodetool", "--config", str(cluster.config), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=str(ROOT),
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[LocalCluster]:
+    c = LocalCluster(tmp_path)
+    c.start_all()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.mark.process
+def test_nodetool_drives_a_live_cluster(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    out = nodetool(cluster, "status")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "node",
+        "address",
+        "role",
+        "term",
+        "last",
+        "commit",
+        "applied",
+        "lag",
+        "membership",
+    ]
+    roles = {line.split()[0]: line.split()[2] for line in lines[1:]}
+    assert roles[leader] == "leader" and sorted(roles) == ["n1", "n2", "n3"]
+    assert nodetool(cluster, "leader").stdout.split()[0] == leader
+    target = next(n for n in cluster.ids if n != leader)
+    moved = nodetool(cluster, "transfer-leader", cluster.addresses[target])
+    assert moved.returncode == 0, moved.stderr
+    assert f"{target} leads now" in moved.stdout
+    assert cluster.wait_for_leader() == target
+
+
+@pytest.mark.process
+def test_sigterm_on_the_leader_hands_leadership_over(cluster: LocalCluster) -> None:
+    leader = cluster.wait_for_leader()
+    started = time.monotonic()
+    cluster.kill(leader, signal.SIGTERM)
+    survivors = cluster.alive()
+    new = cluster.wait_for_leader(among=survivors)
+    elapsed = time.monotonic() - started
+    log = (cluster.directory / f"{leader}.log").read_text()
+    assert "leadership handed over before shutdown" in log
+    assert new != leader and elapsed < 5, elapsed
