@@ -18,9 +18,10 @@ Each node is a host that carries out every Ready as ``consensus.ready`` prescrib
 4. committed entries: applied to the node's state machine, then ``applied`` reported;
 5. client results and reads: checked (acknowledged writes, linearizable reads).
 
-Network faults: drop, duplicate, slow delivery (reordering also comes from random latency),
-and partitions as a set of blocked directed links (a one-way partition blocks one direction),
-checked at delivery, so a partition also catches messages already in flight.
+Network faults: drop, duplicate, slow delivery, reordering (links are FIFO, as TCP is, unless
+``NetConfig.fifo`` is off: then random latency reorders messages), and partitions as a set of
+blocked directed links (a one-way partition blocks one direction), checked at delivery, so a
+partition also catches messages already in flight.
 
 Crash: the core and its state machine vanish, and so do disk writes that had not completed (a
 random prefix of them may complete at the crash, and the first incomplete write may have done
@@ -57,6 +58,9 @@ class NetConfig:
     duplicate: float = 0.0  # chance a message is delivered twice
     slow: float = 0.0  # chance a message is delayed by up to max_slow more
     max_slow: int = 150
+    # Each link delivers in send order, as TCP (ZeroMQ) does; False lets random latency
+    # reorder messages, a fault of its own.
+    fifo: bool = True
 
 
 @dataclasses.dataclass
@@ -133,6 +137,7 @@ class SimCluster:
         self._queue: list[tuple[Any, ...]] = []
         self._seq = 0
         self.blocked: set[tuple[str, str]] = set()
+        self._link_clock: dict[tuple[str, str], int] = {}  # last delivery time per FIFO link
         self.nodes = {i: SimNode(i) for i in self.ids}
         self.checker = Checker(self.ids, self._durable_term_at)
         self.stats: collections.Counter[str] = collections.Counter()
@@ -311,10 +316,14 @@ class SimCluster:
             return
         copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
         for _ in range(copies):
-            delay = rng.randint(net.min_latency, net.max_latency)
+            at = self.now + rng.randint(net.min_latency, net.max_latency)
             if net.slow and rng.random() < net.slow:
-                delay += rng.randint(0, net.max_slow)
-            self._push(self.now + delay, DELIVER, destination, source, message)
+                at += rng.randint(0, net.max_slow)
+            if net.fifo:
+                link = (source, destination)
+                at = max(at, self._link_clock.get(link, 0))
+                self._link_clock[link] = at
+            self._push(at, DELIVER, destination, source, message)
 
     def _deliver(self, destination: str, source: str, message: Any) -> None:
         if (source, destination) in self.blocked:

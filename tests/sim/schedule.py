@@ -62,6 +62,7 @@ def settings_for(seed: int) -> tuple[random.Random, int, dict[str, object], NetC
         drop=rng.choice((0.0, 0.0, 0.02, 0.1, 0.2)),
         duplicate=rng.choice((0.0, 0.02, 0.1)),
         slow=rng.choice((0.0, 0.0, 0.05)),
+        fifo=rng.random() < 0.5,
     )
     disk = DiskConfig(min_latency=1, max_latency=rng.choice((1, 3, 10)))
     return rng, size, config, net, disk
