@@ -43,12 +43,14 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Sequence
+from itertools import accumulate, repeat
+from operator import add
 from typing import Literal, NamedTuple
 
 from google_crc32c import extend as crc32c_extend
 from google_crc32c import value as crc32c
 
-from wal.entry import Entry
+from wal.entry import Entry, EntryKind
 from wal.errors import CorruptRecord
 
 FORMAT_VERSION = 1
@@ -76,6 +78,7 @@ COMMIT = struct.Struct("<IIQIIIQ")
 COMMIT_BODY = struct.Struct("<QIIIQ")
 COMMIT_SIZE = COMMIT.size
 COMMIT_FLAG_TRUNCATES = 0x1
+CONFIGURATION_KIND = int(EntryKind.CONFIGURATION)
 
 
 class Marker(enum.Enum):
@@ -140,27 +143,87 @@ def decode_header(data: bytes) -> SegmentHeader:
     return SegmentHeader(version, flags, first_index)
 
 
-def encode_entries(entries: Sequence[Entry]) -> bytes:
-    """The frames of `entries` back to back (no commit record)."""
+class EncodedBatch(NamedTuple):
+    """One batch ready to write, with what the in-memory index needs to know about it."""
+
+    frames: bytes  # the entry frames back to back
+    commit: bytes  # the commit record closing them
+    offsets: list[int]  # where each frame starts within `frames`
+    runs: list[tuple[int, int]]  # (first index, term) of each term run, the first included
+    configuration: bool  # whether any entry is a configuration entry
+
+
+def encode_batch(
+    entries: Sequence[Entry],
+    synced_through: int,
+    *,
+    first_index: int | None = None,
+    previous_term: int = 0,
+) -> EncodedBatch:
+    """Encode and check a batch in one pass: indexes must run contiguously from
+    `first_index` (default: the first entry's), terms never drop below `previous_term`.
+
+    One loop does the checking, the framing and the bookkeeping, because at ~100-byte
+    entries the per-entry Python work is what separates an append from a raw write.
+    """
+    if not entries:
+        raise ValueError("a batch needs at least one entry")
+    first = entries[0]
+    expected = first.index if first_index is None else first_index
+    last_term = previous_term
     parts: list[bytes] = []
-    add = parts.append
+    runs: list[tuple[int, int]] = []
+    configuration = False
     pack_head = ENTRY_BODY_HEAD.pack
     pack_prefix = PREFIX.pack
-    entry: object = None
+    entry: object = first
     try:
+        if first.term < last_term:
+            raise ValueError(f"entry {first.index} has term {first.term} below {last_term}")
+        last_term = first.term
+        runs.append((first.index, last_term))
         for entry in entries:
+            index = entry.index
+            term = entry.term
             payload = entry.payload
-            length = MIN_ENTRY_LENGTH + len(payload)
-            if length > MAX_ENTRY_LENGTH:
-                raise ValueError(f"entry {entry.index}: payload of {len(payload)} bytes is too big")
-            head = pack_head(entry.index, entry.term, entry.kind, entry.timestamp)
+            kind = entry.kind
+            if index != expected:
+                raise ValueError(
+                    f"entry index {index} does not continue the log (expected {expected})"
+                )
+            if term != last_term:
+                if term < last_term:
+                    raise ValueError(f"entry {index} has term {term} below {last_term}")
+                runs.append((index, term))
+                last_term = term
+            if kind == CONFIGURATION_KIND:
+                configuration = True
+            head = pack_head(index, term, kind, entry.timestamp)
             # extend() chains the checksum over head and payload without concatenating them.
-            add(pack_prefix(length, crc32c_extend(crc32c(head), payload)))
-            add(head)
-            add(payload)
+            parts += (
+                pack_prefix(MIN_ENTRY_LENGTH + len(payload), crc32c_extend(crc32c(head), payload)),
+                head,
+                payload,
+            )
+            expected += 1
     except (struct.error, TypeError, AttributeError) as exc:
         raise ValueError(f"cannot encode {entry!r}: {_field_problem(entry)}") from exc
-    return b"".join(parts)
+    # Frame sizes and offsets by C-level iteration rather than per entry in the loop.
+    payload_sizes = list(map(len, parts[2::3]))
+    if max(payload_sizes) > MAX_ENTRY_LENGTH - MIN_ENTRY_LENGTH:
+        big = payload_sizes.index(max(payload_sizes))
+        raise ValueError(f"entry {first.index + big}: payload is too big")
+    frame_sizes = map(add, payload_sizes, repeat(ENTRY_OVERHEAD))
+    offsets = list(accumulate(frame_sizes, initial=0))
+    offsets.pop()
+    frames = b"".join(parts)
+    commit = encode_commit(first.index, len(entries), crc32c(frames), synced_through)
+    return EncodedBatch(frames, commit, offsets, runs, configuration)
+
+
+def encode_entries(entries: Sequence[Entry]) -> bytes:
+    """The frames of `entries` (contiguous indexes) back to back, without a commit record."""
+    return encode_batch(entries, 0).frames
 
 
 def _field_problem(entry: object) -> str:
@@ -180,13 +243,6 @@ def encode_commit(
 ) -> bytes:
     body = COMMIT_BODY.pack(first_index, count, flags, batch_crc, synced_through)
     return PREFIX.pack(COMMIT_MARKER, crc32c(body)) + body
-
-
-def encode_batch(entries: Sequence[Entry], synced_through: int) -> tuple[bytes, bytes]:
-    """(entry frames, commit record) for one batch; written together with one pwritev."""
-    frames = encode_entries(entries)
-    commit = encode_commit(entries[0].index, len(entries), crc32c(frames), synced_through)
-    return frames, commit
 
 
 def decode_commit(buf: bytes, pos: int) -> CommitRecord:

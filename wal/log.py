@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import structlog
 from google_crc32c import value as crc32c
 
-from wal.entry import Entry, EntryKind
+from wal.entry import Entry
 from wal.errors import LogInUse, NotAWal, WalCorruption, WalError
 from wal.format import (
     COMMIT_FLAG_TRUNCATES,
@@ -290,21 +290,16 @@ class SegmentedLog:
         self._check_writable()
         if not entries:
             raise ValueError("append() needs at least one entry")
-        expected = self.last_index + 1
-        term = self.last_term
-        configuration = False
-        for entry in entries:
-            if entry.index != expected:
-                raise ValueError(
-                    f"append: entry index {entry.index} does not follow {expected - 1} "
-                    f"(expected {expected}; last_index is {self.last_index})"
-                )
-            if entry.term < term:
-                raise ValueError(f"append: entry {entry.index} has term {entry.term} below {term}")
-            term = entry.term
-            configuration = configuration or entry.kind == EntryKind.CONFIGURATION
-            expected += 1
-        frames, commit = encode_batch(entries, self.durable_index)
+        try:
+            batch = encode_batch(
+                entries,
+                self.durable_index,
+                first_index=self.last_index + 1,
+                previous_term=self.last_term,
+            )
+        except ValueError as exc:
+            raise ValueError(f"append: {exc} (last_index is {self.last_index})") from None
+        frames, commit = batch.frames, batch.commit
         size = len(frames) + len(commit)
         segment = self._segments[-1]
         try:
@@ -315,10 +310,13 @@ class SegmentedLog:
             write_all(segment.fd, (frames, commit), start)  # type: ignore[arg-type]
         except OSError as exc:
             raise self._fail(exc, "append") from exc
-        segment.add_batch(entries, start, start + size, PREFIX.unpack_from(commit)[1])
+        first, last = entries[0].index, entries[-1].index
+        commit_crc = PREFIX.unpack_from(commit)[1]
+        segment.add_batch(first, last, batch.offsets, batch.runs, start, start + size, commit_crc)
+        configuration = batch.configuration
         if sync or configuration:
             self.sync()
-        return Appended(entries[0].index, entries[-1].index, configuration, size)
+        return Appended(first, last, configuration, size)
 
     def sync(self) -> int:
         """Fsync appended entries; returns the durable index (no syscall if nothing pending)."""

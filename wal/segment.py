@@ -16,8 +16,7 @@ import bisect
 import os
 import pathlib
 from array import array
-from collections.abc import Iterator, Sequence
-from itertools import accumulate
+from collections.abc import Iterator
 
 from google_crc32c import value as crc32c
 
@@ -27,7 +26,6 @@ from wal.format import (
     COMMIT_MARKER,
     COMMIT_SIZE,
     ENTRY_BODY_HEAD,
-    ENTRY_OVERHEAD,
     HEADER_SIZE,
     MARKER_BIT,
     MIN_ENTRY_LENGTH,
@@ -288,21 +286,30 @@ class Segment:
 
     # -- mutation by the log --------------------------------------------------------------
 
-    def add_batch(self, entries: Sequence[Entry], start: int, end: int, commit_crc: int) -> None:
-        """Record a batch just written at [start, end) (entries validated by the caller)."""
-        offsets = self.offsets()
-        sizes = (ENTRY_OVERHEAD + len(entry.payload) for entry in entries[:-1])
-        offsets.extend(accumulate(sizes, initial=start))
+    def add_batch(
+        self,
+        first_index: int,
+        last_index: int,
+        offsets: list[int],
+        runs: list[tuple[int, int]],
+        start: int,
+        end: int,
+        commit_crc: int,
+    ) -> None:
+        """Record a batch just written at [start, end): its frames start at `start` plus
+        `offsets`, its term runs are `runs` (see wal.format.EncodedBatch)."""
+        index = self.offsets()
+        index.extend([start + offset for offset in offsets])
         if self._indexes is not None:
-            self._indexes.extend(entry.index for entry in entries)
+            self._indexes.extend(range(first_index, last_index + 1))
         last_term = self.last_term
-        for entry in entries:
-            if entry.term != last_term:
-                self.run_starts.append(entry.index)
-                self.run_terms.append(entry.term)
-                last_term = entry.term
-        self.count += len(entries)
-        self.last_index = entries[-1].index
+        for run_start, term in runs:
+            if term != last_term:
+                self.run_starts.append(run_start)
+                self.run_terms.append(term)
+                last_term = term
+        self.count += len(offsets)
+        self.last_index = last_index
         self.data_end = end
         self.last_commit_crc = commit_crc
 

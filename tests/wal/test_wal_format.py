@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from wal_helpers import make_entries
 
-from wal.entry import Entry
+from wal.entry import Entry, EntryKind
 from wal.errors import CorruptRecord
 from wal.format import (
     COMMIT_SIZE,
@@ -39,7 +39,7 @@ def test_header_round_trip_and_rejects_damage() -> None:
 
 def test_batch_decodes_record_by_record() -> None:
     entries = [*make_entries(5, 3, term=2, size=7), Entry(8, 3, 2, 99, b"")]
-    frames, commit = encode_batch(entries, synced_through=4)
+    frames, commit, *_ = encode_batch(entries, synced_through=4)
     buf = frames + commit
     pos = 0
     decoded = []
@@ -56,7 +56,7 @@ def test_batch_decodes_record_by_record() -> None:
 
 
 def test_every_strict_prefix_of_a_record_needs_more() -> None:
-    frames, commit = encode_batch(make_entries(1, 1, size=30), synced_through=0)
+    frames, commit, *_ = encode_batch(make_entries(1, 1, size=30), synced_through=0)
     for record in (frames, commit):
         for cut in range(len(record)):
             assert decode_record(record[:cut], 0) is NEED_MORE
@@ -78,7 +78,7 @@ def test_flipped_bytes_are_reported_with_their_offset() -> None:
 
 
 def test_commit_record_damage_is_detected() -> None:
-    _frames, commit = encode_batch(make_entries(1, 2), synced_through=0)
+    _frames, commit, *_ = encode_batch(make_entries(1, 2), synced_through=0)
     assert len(commit) == COMMIT_SIZE
     for offset in range(4, COMMIT_SIZE):
         damaged = bytearray(commit)
@@ -107,12 +107,28 @@ def test_encoding_rejects_bad_fields_naming_them() -> None:
         encode_entries([(1, 1, 0, 0, b"")])  # type: ignore[list-item]
 
 
+def test_batch_bookkeeping_and_checks() -> None:
+    entries = [*make_entries(10, 2, term=3, size=5), *make_entries(12, 1, term=5, size=0)]
+    entries.append(make_entries(13, 1, term=5, kind=EntryKind.CONFIGURATION)[0])
+    batch = encode_batch(entries, 9, first_index=10, previous_term=3)
+    assert batch.runs == [(10, 3), (12, 5)]
+    assert batch.configuration
+    assert batch.offsets == [0, 38, 76, 109]  # 33-byte head + payload per frame
+    assert len(batch.frames) == 109 + 33 + 20
+    with pytest.raises(ValueError, match=r"does not continue the log \(expected 11\)"):
+        encode_batch(entries, 0, first_index=11)
+    with pytest.raises(ValueError, match="term 3 below 4"):
+        encode_batch(entries, 0, previous_term=4)
+    with pytest.raises(ValueError, match="at least one entry"):
+        encode_batch([], 0)
+
+
 def test_decode_entry_frame_accepts_exactly_one_frame() -> None:
     entry = make_entries(3, 1)[0]
     frame = encode_entries([entry])
     assert decode_entry_frame(frame) == entry
     with pytest.raises(CorruptRecord, match="not exactly one entry frame"):
         decode_entry_frame(frame + frame)
-    _frames, commit = encode_batch([entry], 0)
+    commit = encode_batch([entry], 0).commit
     with pytest.raises(CorruptRecord, match="a commit record"):
         decode_entry_frame(commit)
