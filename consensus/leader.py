@@ -308,7 +308,7 @@ class Leader:
         if self.committed_in_term and self.reads.wants_round:
             self.broadcast_heartbeat()
 
-    def read(self, request_id: str) -> None:
+    def read(self, request_ids: Sequence[str]) -> None:
         node = self.node
         if (
             node.config.read_mode is ReadMode.LEASE
@@ -316,9 +316,9 @@ class Leader:
             and self.committed_in_term
             and self.reads.lease_valid(node.now)
         ):
-            node.reads_to_serve.append((node.commit_index, request_id))
+            node.reads_to_serve.extend((node.commit_index, r) for r in request_ids)
             return
-        self.reads.waiting.append(request_id)
+        self.reads.waiting.extend(request_ids)
         if self.committed_in_term and self.reads.wants_round:
             self.broadcast_heartbeat()
 

@@ -143,14 +143,21 @@ class RaftNode:
         """A read. Linearizable by default: only a leader serves it, once it has confirmed its
         leadership (read index, or lease per ``config.read_mode``) and applied far enough.
         ``stale=True`` serves at once from whatever this node has applied, on any role."""
+        return self.read_batch([request_id], now, stale=stale)
+
+    def read_batch(self, request_ids: Sequence[str], now: int, *, stale: bool = False) -> Ready:
+        """Several reads that arrived together: on a leader they share one confirmation round.
+        (Reads passed one call at a time share a round only when they arrive while another
+        round is under way: a read may only be confirmed by a round that began after it
+        arrived, or a leader deposed in between could answer it with stale data.)"""
         self._advance_clock(now)
         if stale:
-            self._out.reads.append(ReadState(request_id, True, self.applied_index))
+            self._out.reads.extend(ReadState(r, True, self.applied_index) for r in request_ids)
         elif isinstance(self.role, Leader):
-            self.role.read(request_id)
+            self.role.read(request_ids)
         else:
-            self._out.reads.append(
-                ReadState(request_id, False, 0, ERROR_NOT_LEADER, self.leader_id)
+            self._out.reads.extend(
+                ReadState(r, False, 0, ERROR_NOT_LEADER, self.leader_id) for r in request_ids
             )
         return self._ready()
 

@@ -57,9 +57,9 @@ def acknowledge_before_persisting(self: Follower, *, force: bool) -> None:
         )
 
 
-def read_without_confirmation(self: Leader, request_id: str) -> None:
+def read_without_confirmation(self: Leader, request_ids: list[str]) -> None:
     """Serves reads at once from local state, as PySyncObj and Sirius do."""
-    self.node.reads_to_serve.append((self.node.commit_index, request_id))
+    self.node.reads_to_serve.extend((self.node.commit_index, r) for r in request_ids)
 
 
 BUGS: dict[str, tuple[type, str, Callable[..., Any], str]] = {
