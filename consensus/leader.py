@@ -175,6 +175,7 @@ class Leader:
                 ),
             )
             progress.sent(entries[-1].index if entries else prev_index, bool(entries))
+            progress.commit_sent = node.commit_index
             if not entries:
                 return
             allow_empty = False
@@ -185,7 +186,9 @@ class Leader:
         round_ = self.reads.start_round(node.now, node.commit_index, self.committed_in_term)
         commit = node.commit_index
         for peer, progress in self.progress.items():
-            node.send(peer, Heartbeat(node.term, node.id, min(progress.match, commit), round_))
+            told = min(progress.match, commit)
+            progress.commit_sent = max(progress.commit_sent, told)
+            node.send(peer, Heartbeat(node.term, node.id, told, round_))
         self._confirm_reads()
 
     # ------------------------------------------------------------------ inputs
@@ -244,6 +247,7 @@ class Leader:
                 if msg.source == self.transfer_target:
                     self._maybe_send_timeout_now()
             self.send_append(msg.source)
+            self._tell_commit(msg.source, progress)
             return
         if not 0 <= msg.reject_index <= node.log.last_index:
             # We never sent a prev_log_index beyond our log; a reply claiming so is bogus and
@@ -287,16 +291,20 @@ class Leader:
             self.committed_in_term = True
             if self.reads.wants_round:
                 self.broadcast_heartbeat()
-        # Followers with nothing in flight would otherwise learn the new commit index only
-        # at the next heartbeat; an empty append at their match point tells them now.
-        last = log.last_index
         for peer, progress in self.progress.items():
-            if (
-                progress.state is ProgressState.REPLICATE
-                and not progress.inflight
-                and progress.next > last
-            ):
-                self.send_append(peer, allow_empty=True)
+            self._tell_commit(peer, progress)
+
+    def _tell_commit(self, peer: str, progress: Progress) -> None:
+        """A follower with nothing in flight would learn a commit index it could use only at
+        the next heartbeat (its acknowledgement may arrive after the commit it made possible);
+        an empty append at its end tells it now. Batches in flight carry it anyway."""
+        if (
+            progress.state is ProgressState.REPLICATE
+            and not progress.inflight
+            and progress.next > self.node.log.last_index
+            and progress.commit_sent < min(self.node.commit_index, progress.match)
+        ):
+            self.send_append(peer, allow_empty=True)
 
     def _confirm_reads(self) -> None:
         node = self.node

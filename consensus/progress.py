@@ -34,6 +34,7 @@ class ProgressState(enum.Enum):
 class Progress:
     __slots__ = (
         "acked_round",
+        "commit_sent",
         "inflight",
         "last_heard",
         "match",
@@ -55,6 +56,7 @@ class Progress:
         # window before it can step down (Copycat stepped fresh leaders down at once).
         self.last_heard = now
         self.acked_round = 0
+        self.commit_sent = 0  # the highest commit index this follower was sent
 
     # ---------------------------------------------------------------- state changes
 

@@ -438,3 +438,21 @@ def test_leadership_transfer() -> None:
     assert cluster.now - began < 150  # well before any election timeout could fire
     write(cluster, 10)
     converge(cluster)
+
+
+def test_followers_apply_an_acknowledged_write_without_waiting_for_a_heartbeat() -> None:
+    """A follower whose acknowledgement arrives after the commit it helped make is told the
+    new commit index at once, not at the next heartbeat (50 ms)."""
+    cluster = SimCluster(3, seed=20)
+    elect(cluster)
+    lags = []
+    for _ in range(20):
+        cluster.run_for(23)  # off the heartbeat rhythm
+        (request_id,) = write(cluster, 1)
+        index, acked_at = cluster.acked[request_id], cluster.now
+        assert cluster.run_until(
+            lambda i=index: all(n.applied >= i for n in cluster.nodes.values()), 1000
+        )
+        lags.append(cluster.now - acked_at)
+    # one hop (<= 6 ms) plus a disk write (<= 5 ms) plus a hop at most
+    assert max(lags) <= 2 * 6 + 5, lags
