@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import bisect
 import collections
-import dataclasses
 import os
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
@@ -71,7 +70,15 @@ from wal.fsutil import (
 from wal.meta import META_NAME, LogMeta, read_meta, write_meta
 from wal.recovery import recover, sidecar_bytes
 from wal.scan import TailDamage
-from wal.segment import Segment, iter_entries, iter_raw, parse_segment_name, sidecar_path
+from wal.segment import (
+    Segment,
+    SegmentInfo,
+    SegmentRange,
+    iter_entries,
+    iter_raw,
+    parse_segment_name,
+    sidecar_path,
+)
 from wal.sidecar import read_sidecar_head, write_sidecar
 
 log = structlog.get_logger(__name__)
@@ -89,28 +96,6 @@ class Appended(NamedTuple):
     last_index: int
     configuration: bool
     size: int
-
-
-@dataclasses.dataclass(frozen=True)
-class SegmentRange:
-    """Bytes of one segment that kv compaction may read from another thread."""
-
-    path: pathlib.Path
-    first_index: int
-    read_end: int  # file offset where the stable entries end
-    target: bool  # sealed and wholly covered: kv compaction may rewrite it
-    identity: tuple[int, int, int]  # Segment.identity when the range was taken
-
-
-@dataclasses.dataclass(frozen=True)
-class SegmentInfo:
-    path: pathlib.Path
-    first_index: int
-    last_index: int  # last index present; first_index - 1 when the segment holds none
-    count: int
-    size: int  # bytes of header and records
-    sealed: bool
-    kv_compacted: bool
 
 
 class SegmentedLog:

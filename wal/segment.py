@@ -13,6 +13,7 @@ segment the entry with index ``i`` sits at position ``i - first_index``; a kv-co
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import os
 import pathlib
 from array import array
@@ -84,6 +85,28 @@ def create_segment_file(
         os.close(fd)
         raise
     return path, fd, header
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentRange:
+    """Bytes of one segment that kv compaction may read from another thread."""
+
+    path: pathlib.Path
+    first_index: int
+    read_end: int  # file offset where the stable entries end
+    target: bool  # sealed and wholly covered: kv compaction may rewrite it
+    identity: tuple[int, int, int]  # Segment.identity when the range was taken
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentInfo:
+    path: pathlib.Path
+    first_index: int
+    last_index: int  # last index present; first_index - 1 when the segment holds none
+    count: int
+    size: int  # bytes of header and records
+    sealed: bool
+    kv_compacted: bool
 
 
 class Segment:

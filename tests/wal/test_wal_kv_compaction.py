@@ -308,7 +308,7 @@ operation = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operation, max_size=60))
 def test_compaction_never_changes_what_a_replay_yields(ops: list[tuple[str, int, int]]) -> None:
     directory = pathlib.Path(tempfile.mkdtemp(prefix="wal-kv-"))

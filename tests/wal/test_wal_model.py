@@ -129,8 +129,8 @@ class LogModelWithFullCheck(LogModel):
 
 
 LogModelWithFullCheck.TestCase.settings = settings(
-    max_examples=80,
-    stateful_step_count=25,
+    max_examples=40,
+    stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )

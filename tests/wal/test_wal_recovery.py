@@ -45,14 +45,13 @@ def last_batch_span(directory: pathlib.Path, last_batch: int) -> tuple[pathlib.P
 def test_cut_at_every_byte_of_the_last_batch(tmp_path: pathlib.Path, zero_fill: bool) -> None:
     """A crash can leave any prefix of the last write; only whole batches survive."""
     pristine = tmp_path / "pristine"
-    everything = build(pristine, [3, 1, 4])
-    path, start, end = last_batch_span(pristine, 4)
+    everything = build(pristine, [3, 1, 3])
+    path, start, end = last_batch_span(pristine, 3)
     data = path.read_bytes()
-    before_last = everything[:-4]
+    before_last = everything[:-3]
     work = tmp_path / "work"
+    shutil.copytree(pristine, work)  # opening changes only the segment, rewritten each time
     for cut in range(start, end + 1):
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(pristine, work)
         damaged = data[:cut] + (bytes(end - cut + 100) if zero_fill else b"")
         (work / path.name).write_bytes(damaged)
         entries, damage = reopen_entries(work, preallocate=zero_fill)
@@ -66,6 +65,8 @@ def test_cut_at_every_byte_of_the_last_batch(tmp_path: pathlib.Path, zero_fill: 
             assert damage is None  # indistinguishable from a preallocated, unwritten tail
         elif cut > start:
             assert damage is not None and damage.cut_offset == start, cut
+        if cut % 4 and cut not in (start, start + 1, end - 1):
+            continue
         # The log continues cleanly after the cut, and a second open finds nothing to cut.
         with SegmentedLog.open(work, segment_size=SEGMENT_SIZE) as log:
             log.append(make_entries(log.last_index + 1, 2, term=2))
@@ -79,9 +80,10 @@ def test_flip_any_byte_of_the_last_batch(tmp_path: pathlib.Path) -> None:
     everything = build(pristine, [2, 5, 3])
     path, start, end = last_batch_span(pristine, 3)
     work = tmp_path / "work"
+    shutil.copytree(pristine, work)
+    data = path.read_bytes()
     for offset in range(start, end):
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.copytree(pristine, work)
+        (work / path.name).write_bytes(data)
         flip_byte(work / path.name, offset)
         entries, damage = reopen_entries(work)
         assert entries == everything[:-3], offset
