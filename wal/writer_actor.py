@@ -275,8 +275,8 @@ class LogWriter(Actor):
         log = self.log
         written_last = log.last_index
         if index < written_last:
-            self.buffer.clear()
             self._io("truncate", str(log.directory), lambda: log.truncate_after(index))
+            self.buffer.clear()  # only once the log accepted the truncation
         else:
             del self.buffer[index - written_last :]
         self.buffer_configuration = any(
