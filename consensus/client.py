@@ -6,31 +6,166 @@ until the caller's deadline instead of giving up on the first refusal (Copycat's
 outright when it could not reach a leader). Each attempt is an ask to the node supervisor at
 ``coterie://_@<address>/user/node`` (``_``: whichever node listens there).
 
+Adaptive batching
+-----------------
+Commands are not sent one ask each. :meth:`Client.submit_async` queues the command; whoever
+finds nobody sending (the submitting thread itself, or the thread that just handled an answer)
+sends *everything queued* as one :class:`~consensus.shell.protocol.ClientBatch`, while at most
+``max_inflight_batches`` batches are unanswered. There is no timer: a command submitted to an
+idle client leaves at once, alone; under load, commands pile up behind the batches in flight
+and leave together when one is answered, so batches grow with the load. The leader puts a
+whole batch in one log entry and answers it with one message; the client completes the
+commands' futures in order. Answers to one client's commands arrive in the order the commands
+were submitted, as long as the leader does not change (a retried batch may overtake).
+
+A batch shares one fate at the node (all applied, or all refused), so it is retried whole;
+each command keeps its own deadline, and one that runs out fails alone.
+
+Per command the client does little: a :class:`CommandFuture` (a small future that creates a
+lock only if someone blocks on it) and, once applied, a :class:`Committed` result. Everything
+else (the ask, its timeout, the answer, the retry decision) is paid once per batch.
+
 Without client sessions a command retried after a timeout may be applied twice (the first try
 may have committed); exactly-once retries come with sessions.
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import random
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
+import structlog
+
 from actors import ActorSystem
 from actors.errors import AskError
-from consensus.messages import ClientCommand, ClientResponse
-from consensus.shell.protocol import ClientQuery, NodeStatus, QueryResponse, StatusRequest
+from consensus.shell.protocol import (
+    ClientBatch,
+    ClientBatchResponse,
+    ClientQuery,
+    NodeStatus,
+    QueryResponse,
+    StatusRequest,
+)
 
-RETRYABLE = {"not_leader", "superseded", "leader_changed", "no_leader"}
+log = structlog.get_logger("coterie.client")
+
+RETRYABLE = {"not_leader", "superseded", "leader_changed", "no_leader", "leadership_transfer"}
 
 
 class ClientError(Exception):
     """A command or query that failed for good, or ran out of time; says why."""
+
+
+class Committed:
+    """A command's outcome: applied at log ``index`` with the state machine's ``result``.
+    (A command that failed for good raises :class:`ClientError` instead.)"""
+
+    __slots__ = ("index", "request_id", "result")
+    ok = True
+    error: str | None = None
+    leader_hint: str | None = None
+
+    def __init__(self, request_id: str, index: int, result: Any) -> None:
+        self.request_id = request_id
+        self.index = index
+        self.result = result
+
+    def __repr__(self) -> str:
+        return f"Committed({self.request_id!r}, index={self.index}, result={self.result!r})"
+
+
+_SLOW_PATH = threading.Lock()  # guards the lazy creation of a future's event
+
+
+class CommandFuture:
+    """The future of one submitted command: ``result(timeout)``, ``exception(timeout)``,
+    ``done()`` and ``add_done_callback(fn)`` as in ``concurrent.futures``. Callbacks run on
+    the thread that completes it (the actor system's callback thread). Cheap by design: a
+    client under load creates thousands per second, and a ``concurrent.futures.Future``
+    builds a condition variable each."""
+
+    __slots__ = (
+        "_callbacks",
+        "_error",
+        "_event",
+        "_outcome",
+        "backoff",
+        "deadline",
+        "last_error",
+        "payload",
+        "request_id",
+        "timeout",
+    )
+
+    def __init__(
+        self, request_id: str, payload: bytes, timeout: float, backoff: float, now: float
+    ) -> None:
+        self.request_id = request_id
+        self.payload = payload
+        self.timeout = timeout
+        self.deadline = now + timeout
+        self.backoff = backoff
+        self.last_error = "no attempt made"
+        self._outcome: Committed | None = None
+        self._error: BaseException | None = None
+        self._callbacks: list[Callable[[CommandFuture], Any]] | None = None
+        self._event: threading.Event | None = None
+
+    def done(self) -> bool:
+        return self._outcome is not None or self._error is not None
+
+    def add_done_callback(self, fn: Callable[[CommandFuture], Any]) -> None:
+        with _SLOW_PATH:
+            if not self.done():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def result(self, timeout: float | None = None) -> Committed:
+        self._wait(timeout)
+        if self._error is not None:
+            raise self._error
+        assert self._outcome is not None
+        return self._outcome
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._error
+
+    def _wait(self, timeout: float | None) -> None:
+        if self.done():
+            return
+        with _SLOW_PATH:
+            if not self.done() and self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if event is not None and not event.wait(timeout):
+            raise TimeoutError(f"command {self.request_id} not done within {timeout}s")
+
+    def _complete(self, outcome: Committed | None, error: BaseException | None) -> None:
+        with _SLOW_PATH:
+            if self.done():
+                return
+            self._outcome, self._error = outcome, error
+            callbacks, self._callbacks = self._callbacks, None
+            event = self._event
+        if event is not None:
+            event.set()
+        if callbacks:
+            for fn in callbacks:
+                try:
+                    fn(self)
+                except Exception:
+                    log.exception("command future callback failed", request_id=self.request_id)
 
 
 class Client:
@@ -43,28 +178,76 @@ class Client:
         backoff_initial: float = 0.02,
         backoff_max: float = 0.5,
         rng: random.Random | None = None,
+        max_batch: int = 1024,
+        max_batch_bytes: int = 256 * 1024,
+        max_inflight_batches: int = 4,
     ) -> None:
         if not addresses:
             raise ValueError("a client needs at least one node address")
+        if max_batch < 1 or max_batch_bytes < 1 or max_inflight_batches < 1:
+            raise ValueError("max_batch, max_batch_bytes and max_inflight_batches must be >= 1")
         self.system = system
         self.addresses = list(addresses)
         self.attempt_timeout = attempt_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.rng = rng or random.Random()
+        self.max_batch = max_batch
+        self.max_batch_bytes = max_batch_bytes
+        self.max_inflight_batches = max_inflight_batches
         self.client_id = uuid.uuid4().hex[:12]
         self._seq = itertools.count(1)
         self._lock = threading.Lock()
         self._leader: str | None = None
+        self._next_address = 0
+        # the batcher's state, under _lock
+        self._queue: collections.deque[CommandFuture] = collections.deque()
+        self._inflight = 0
+        self._pumping = False
+        self._completing = 0
+        self.batches_sent = 0  # for tests and benchmarks: commands / batches = batching factor
 
     # ------------------------------------------------------------------ public API
 
-    def submit(self, payload: bytes, timeout: float = 10.0) -> ClientResponse:
-        """Replicate a command; returns its response once committed and applied."""
-        request_id = f"{self.client_id}-{next(self._seq)}"
-        answer = self._until_done(lambda: ClientCommand(request_id, payload), timeout)
-        assert isinstance(answer, ClientResponse)
-        return answer
+    def submit(self, payload: bytes, timeout: float = 10.0) -> Committed:
+        """Replicate a command; returns its outcome once committed and applied."""
+        future = self.submit_async(payload, timeout)
+        # The future always completes by its deadline; the margin covers an answer in flight.
+        return future.result(timeout + self.attempt_timeout + 5.0)
+
+    def submit_async(self, payload: bytes, timeout: float = 10.0) -> CommandFuture:
+        """Queue a command; the future completes with its outcome (or a ClientError)."""
+        command = CommandFuture(
+            f"{self.client_id}-{next(self._seq)}",
+            payload,
+            timeout,
+            self.backoff_initial,
+            time.monotonic(),
+        )
+        with self._lock:
+            self._queue.append(command)
+            if self._busy():
+                return command  # the thread sending (or about to) takes it along
+            self._pumping = True
+        self._pump_loop()
+        return command
+
+    def submit_many(self, payloads: Iterable[bytes], timeout: float = 10.0) -> list[CommandFuture]:
+        """Queue several commands at once, applied in this order (each with its own future)."""
+        now = time.monotonic()
+        commands = [
+            CommandFuture(
+                f"{self.client_id}-{next(self._seq)}", p, timeout, self.backoff_initial, now
+            )
+            for p in payloads
+        ]
+        with self._lock:
+            self._queue.extend(commands)
+            if self._busy():
+                return commands
+            self._pumping = True
+        self._pump_loop()
+        return commands
 
     def query(self, payload: bytes, *, stale: bool = False, timeout: float = 10.0) -> Any:
         """A linearizable read (or a stale one from any node with ``stale=True``)."""
@@ -72,18 +255,6 @@ class Client:
         answer = self._until_done(lambda: ClientQuery(request_id, payload, stale), timeout)
         assert isinstance(answer, QueryResponse)
         return answer
-
-    def submit_async(self, payload: bytes, timeout: float = 10.0) -> Future[ClientResponse]:
-        future: Future[ClientResponse] = Future()
-
-        def work() -> None:
-            try:
-                future.set_result(self.submit(payload, timeout))
-            except BaseException as exc:
-                future.set_exception(exc)
-
-        threading.Thread(target=work, daemon=True, name="coterie-client").start()
-        return future
 
     def status(self, address: str, timeout: float = 2.0) -> NodeStatus:
         answer = self._ask(address, StatusRequest(), timeout)
@@ -94,19 +265,186 @@ class Client:
     def leader(self) -> str | None:
         return self._leader
 
-    # ------------------------------------------------------------------ the retry loop
+    # ------------------------------------------------------------------ the batcher
+
+    def _busy(self) -> bool:
+        """Under the lock: will someone else send what was just queued?"""
+        return self._pumping or self._completing > 0 or self._inflight >= self.max_inflight_batches
+
+    def _pump(self) -> None:
+        """Send what is queued, one batch per free in-flight slot. Only one thread pumps at a
+        time; the others just queue, and the pumping thread picks their commands up."""
+        with self._lock:
+            if self._pumping or self._completing:
+                return
+            self._pumping = True
+        self._pump_loop()
+
+    def _pump_loop(self) -> None:
+        while True:
+            expired: list[CommandFuture] = []
+            with self._lock:
+                if self._inflight >= self.max_inflight_batches or not self._queue:
+                    self._pumping = False
+                    return
+                batch = self._take(expired)
+                if batch:
+                    self._inflight += 1
+                    address = self._target()
+            for command in expired:
+                self._give_up(command)
+            if batch:
+                self._send(address, batch)
+
+    def _take(self, expired: list[CommandFuture]) -> list[CommandFuture]:
+        queue, batch = self._queue, []
+        size, now = 0, time.monotonic()
+        while queue and len(batch) < self.max_batch:
+            command = queue[0]
+            if batch and size + len(command.payload) > self.max_batch_bytes:
+                break
+            queue.popleft()
+            if command.deadline <= now:
+                expired.append(command)
+                continue
+            batch.append(command)
+            size += len(command.payload)
+        return batch
+
+    def _target(self) -> str:
+        if self._leader is not None:
+            return self._leader
+        self._next_address += 1
+        return self.addresses[self._next_address % len(self.addresses)]
+
+    def _send(self, address: str, batch: list[CommandFuture]) -> None:
+        remaining = max(c.deadline for c in batch) - time.monotonic()
+        timeout = max(0.001, min(self.attempt_timeout, remaining))
+        message = ClientBatch([c.payload for c in batch])
+        self.batches_sent += 1
+        try:
+            ref = self.system.ref(f"coterie://_@{address}/user/node")
+            future = ref.ask(message, timeout=timeout)
+        except Exception as exc:  # the system shut down, a bad address: nothing was sent
+            self._answered(address, batch, None, exc)
+            return
+        future.add_done_callback(lambda f: self._on_answer(address, batch, f))
+
+    def _on_answer(self, address: str, batch: list[CommandFuture], future: Future[Any]) -> None:
+        try:
+            answer = future.result()
+        except Exception as exc:
+            self._answered(address, batch, None, exc)
+        else:
+            self._answered(address, batch, answer, None)
+
+    def _answered(
+        self,
+        address: str,
+        batch: list[CommandFuture],
+        answer: ClientBatchResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        with self._lock:
+            self._inflight -= 1
+            # Commands submitted by the futures' callbacks below join the next batch instead
+            # of leaving one by one.
+            self._completing += 1
+        try:
+            self._settle(address, batch, answer, error)
+        finally:
+            with self._lock:
+                self._completing -= 1
+            self._pump()
+
+    def _settle(
+        self,
+        address: str,
+        batch: list[CommandFuture],
+        answer: ClientBatchResponse | None,
+        error: BaseException | None,
+    ) -> None:
+        if answer is None:
+            reason = f"{address}: {error}"
+            if not isinstance(error, AskError | OSError):
+                for command in batch:
+                    command.last_error = reason
+                    self._give_up(command, permanent=True)
+                return
+            self._forget_leader(address)
+            self._retry(batch, reason, immediately=False)
+            return
+        if answer.ok:
+            self._leader = address
+            results = answer.results
+            if len(results) != len(batch):
+                results = [None] * len(batch)
+            index = answer.index
+            for command, result in zip(batch, results, strict=True):
+                command._complete(Committed(command.request_id, index, result), None)
+            return
+        reason = f"{address}: {answer.error}"
+        if answer.error not in RETRYABLE:
+            for command in batch:
+                command.last_error = reason
+                self._give_up(command, permanent=True)
+            return
+        hint = answer.leader_hint
+        if hint and hint != address:
+            self._leader = hint
+            self._retry(batch, reason, immediately=True)  # a fresh hint: follow it at once
+            return
+        self._forget_leader(address)
+        self._retry(batch, reason, immediately=False)
+
+    def _retry(self, batch: list[CommandFuture], reason: str, *, immediately: bool) -> None:
+        now = time.monotonic()
+        live: list[CommandFuture] = []
+        delay = 0.0
+        for command in batch:
+            command.last_error = reason
+            if command.deadline <= now:
+                self._give_up(command)
+                continue
+            live.append(command)
+            if not immediately:
+                delay = max(delay, self.rng.uniform(0, command.backoff))
+                command.backoff = min(command.backoff * 2, self.backoff_max)
+        if not live:
+            return
+        if delay <= 0:
+            self._requeue(live)
+        else:
+            self.system.scheduler.schedule_once(delay, lambda: self._requeue_and_pump(live))
+
+    def _requeue(self, commands: list[CommandFuture]) -> None:
+        with self._lock:
+            self._queue.extendleft(reversed(commands))  # older than anything queued since
+
+    def _requeue_and_pump(self, commands: list[CommandFuture]) -> None:
+        self._requeue(commands)
+        self._pump()
+
+    def _give_up(self, command: CommandFuture, *, permanent: bool = False) -> None:
+        if permanent:
+            error = ClientError(command.last_error)
+        else:
+            error = ClientError(
+                f"gave up after {command.timeout:.1f}s; last error: {command.last_error}"
+            )
+        command._complete(None, error)
+
+    # ------------------------------------------------------------------ queries: one ask each
 
     def _until_done(self, make: Any, timeout: float) -> Any:
         deadline = time.monotonic() + timeout
         backoff = self.backoff_initial
-        tried: list[str] = []
         last_error = "no attempt made"
         for attempt in itertools.count():
             address = self._pick(attempt)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            tried.append(address)
             try:
                 answer = self._ask(address, make(), min(self.attempt_timeout, remaining))
             except (AskError, OSError) as exc:

@@ -1,31 +1,57 @@
 """Book: everything a role actor needs besides the core's own state, moved with the core from
 one role actor to the next so a role change loses no client and no message.
 
-It holds who is waiting for what (client commands and reads by request id), the client
-commands gathered for the next proposal batch, and the outgoing messages held back until the
-hard state they depend on is durable.
+It holds who is waiting for what (client commands by the log entry that carries them, reads
+by request id), the client commands gathered for the next entry, and the outgoing messages
+held back until the hard state they depend on is durable.
+
+Client commands reach the core in batches: every :class:`Waiter` queued since the leader's
+last ``Flush`` goes into one log entry (``consensus.shell.batching``), proposed to the core
+under a request id of the book's own (``e<n>``). When the core answers that request, the
+entry's per-command results are split back among its waiters, in order.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from actors.actor import Reply
-    from consensus.messages import ClientCommand
     from consensus.node import RaftNode
+
+
+@dataclasses.dataclass(slots=True)
+class Waiter:
+    """One client ask: a ``ClientBatch`` (``request_id`` None) or a single ``ClientCommand``."""
+
+    reply: Reply
+    payloads: list[bytes]
+    request_id: str | None = None
+    size: int = 0  # bytes of the payloads
 
 
 @dataclasses.dataclass(slots=True)
 class Book:
     core: RaftNode
-    # request id -> where the answer goes
-    commands: dict[str, Reply] = dataclasses.field(default_factory=dict)
+    # entry request id (given to the core) -> the asks its commands came from, in order
+    waiting: dict[str, list[Waiter]] = dataclasses.field(default_factory=dict)
+    next_entry: int = 0
+    # request ids of single ClientCommands in flight (a duplicate is refused)
+    command_ids: set[str] = dataclasses.field(default_factory=set)
     reads: dict[str, tuple[Reply, bytes]] = dataclasses.field(default_factory=dict)
-    # client commands queued since the last Flush; proposed together as one batch
-    proposals: list[ClientCommand] = dataclasses.field(default_factory=list)
+    # client asks queued since the last Flush; proposed together as one entry
+    proposals: list[Waiter] = dataclasses.field(default_factory=list)
     # messages waiting for a hard-state write (a vote must not leave before it is durable)
     held: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
     hard_state_writes: int = 0
     generation: int = 0  # how many role actors this book has passed through
+    # (last index, perf_counter) of appends handed to the writer, for the append latency
+    appends: collections.deque[tuple[int, float]] = dataclasses.field(
+        default_factory=collections.deque
+    )
+
+    def entry_id(self) -> str:
+        self.next_entry += 1
+        return f"e{self.next_entry}"

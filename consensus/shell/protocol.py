@@ -1,8 +1,9 @@
 """The messages of a Raft node's actor shell: what clients and operators send to a node, and
 what the shell's own actors tell each other.
 
-Clients talk to ``/user/node`` (the node supervisor) with asks: a :class:`ClientCommand` is
-answered by a :class:`ClientResponse`, a :class:`ClientQuery` by a :class:`QueryResponse`,
+Clients talk to ``/user/node`` (the node supervisor) with asks: a :class:`ClientBatch` (many
+commands, the client's normal way) is answered by one :class:`ClientBatchResponse`, a single
+``ClientCommand`` by a ``ClientResponse``, a :class:`ClientQuery` by a :class:`QueryResponse`,
 a :class:`StatusRequest` by a :class:`NodeStatus`. Leader hints in answers are the leader's
 actor-system address (``host:port``), so a client given any node can follow them.
 
@@ -21,6 +22,27 @@ if TYPE_CHECKING:
     from actors import ActorRef
     from actors.actor import Reply
     from consensus.shell.book import Book
+
+
+@message("node.client_batch")
+class ClientBatch:
+    """Commands from one client, applied in this order. The leader puts a whole batch in one
+    log entry (never splitting it), so its commands share one fate: all applied or none."""
+
+    payloads: list[bytes]
+
+
+@message("node.client_batch_response")
+class ClientBatchResponse:
+    """The outcome of a :class:`ClientBatch`: on success ``results`` holds one result per
+    command, in order, and ``index`` is the log index of the entry that carried them;
+    otherwise ``error`` says why (``not_leader`` and the like, with ``leader_hint``)."""
+
+    ok: bool
+    index: int
+    results: list[Any]
+    error: str | None
+    leader_hint: str | None
 
 
 @message("node.query")
@@ -136,7 +158,8 @@ class Apply:
 
 @dataclasses.dataclass(slots=True)
 class Applied:
-    """The state machine applied up to ``index``; ``results`` maps command index to result."""
+    """The state machine applied up to ``index``; ``results`` maps the index of each command
+    entry to the list of its commands' results, in order."""
 
     index: int
     results: dict[int, Any]

@@ -20,26 +20,40 @@ and retires: whatever still reaches it is bounced to the supervisor, which hands
 role actor in order, so nothing is lost in a switch.
 
 The three classes differ in what they do with client commands: a leader gathers every command
-queued in its mailbox into one proposal (a ``Flush`` message it sends itself closes the batch:
-adaptive batching with no timer); a follower or candidate has the core refuse them at once with
-a hint of who leads.
+queued in its mailbox (``ClientBatch`` asks, and single ``ClientCommand`` asks) into one log
+entry (a ``Flush`` message it sends itself closes the batch: adaptive batching with no timer,
+so an idle leader proposes a lone command at once and a busy one proposes hundreds per entry);
+a follower or candidate has the core refuse them at once with a hint of who leads.
+
+Batches all the way
+-------------------
+Every hop carries batches: a client's ``ClientBatch`` is one actor message; one ``Flush``
+makes one entry of everything queued (at most ``MAX_ENTRY_COMMANDS`` commands or about
+``MAX_ENTRY_BYTES``; a client batch is never split); one ``AppendBatch`` per Ready goes to the
+log writer, which coalesces those queued in its inbox into one write and fsync; one ``Apply``
+per Ready goes to the state machine, answered by one ``Applied``; and each client ask gets one
+answer carrying all its results. A client batch is answered when its entry is applied, so
+answers to one client come in the order its batches were proposed.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import time
 from typing import Any, ClassVar
 
 from actors import UNHANDLED, Actor, ActorRef
 from consensus.errors import LocalProtocolError
 from consensus.messages import PEER_MESSAGES, ClientCommand, ClientResponse
 from consensus.ready import Ready, Role
-from consensus.shell.book import Book
+from consensus.shell.batching import encode_commands
+from consensus.shell.book import Book, Waiter
 from consensus.shell.protocol import (
     Applied,
     Apply,
     Bounced,
     Campaign,
+    ClientBatch,
+    ClientBatchResponse,
     ClientQuery,
     Flush,
     Forwarded,
@@ -56,6 +70,11 @@ from consensus.shell.state_machine import QueryJob
 from consensus.shell.wiring import Wiring
 from consensus.wal_storage import to_wal
 from wal.writer_messages import AppendBatch, HardStateSaved, Persisted, SaveHardState
+
+# Caps on one entry built from queued client commands. A bigger entry only delays its
+# followers' first byte; these keep an entry well under the default 1 MiB message limit.
+MAX_ENTRY_COMMANDS = 4096
+MAX_ENTRY_BYTES = 512 * 1024
 
 
 class RoleActor(Actor):
@@ -114,6 +133,7 @@ class RoleActor(Actor):
         if isinstance(message, PEER_MESSAGES):
             ready = core.step(message, now)
         elif isinstance(message, Persisted):
+            self._observe_append(message.up_to_index)
             ready = core.persisted(message.up_to_index, message.term, now)
         elif isinstance(message, HardStateSaved):
             book.hard_state_writes -= 1
@@ -123,6 +143,8 @@ class RoleActor(Actor):
             ready = None
         elif isinstance(message, Applied):
             ready = core.applied(message.index, message.results, now)
+        elif isinstance(message, ClientBatch):
+            ready = self._on_batch(message, reply)
         elif isinstance(message, ClientCommand):
             ready = self._on_command(message, reply)
         elif isinstance(message, ClientQuery):
@@ -160,27 +182,75 @@ class RoleActor(Actor):
         if ready is not None:
             self._carry_out(ready)
 
+    def _on_batch(self, batch: ClientBatch, reply: Any) -> Ready | None:
+        if reply is None:
+            return None  # a told batch has nobody to answer: refuse to guess
+        if not batch.payloads:
+            reply.success(ClientBatchResponse(True, 0, [], None, None))
+            return None
+        if len(batch.payloads) > MAX_ENTRY_COMMANDS:
+            error = f"batch_too_large: {len(batch.payloads)} commands, at most {MAX_ENTRY_COMMANDS}"
+            reply.success(ClientBatchResponse(False, 0, [], error, None))
+            return None
+        size = sum(map(len, batch.payloads))
+        return self._on_client(Waiter(reply, batch.payloads, None, size))
+
     def _on_command(self, command: ClientCommand, reply: Any) -> Ready | None:
         book = self.book
         if reply is None:
             return None  # a told command has nobody to answer: refuse to guess
-        if command.request_id in book.commands:
+        if command.request_id in book.command_ids:
             reply.success(
                 ClientResponse(command.request_id, False, 0, None, "duplicate_request", None)
             )
             return None
-        book.commands[command.request_id] = reply
+        book.command_ids.add(command.request_id)
+        payload = command.payload
+        return self._on_client(Waiter(reply, [payload], command.request_id, len(payload)))
+
+    def _on_client(self, waiter: Waiter) -> Ready | None:
+        book = self.book
         if self.role is Role.LEADER:
             if not book.proposals:
                 self.ctx.self_ref.tell(Flush())
-            book.proposals.append(command)
+            book.proposals.append(waiter)
             return None
-        return book.core.propose([command], self._now())
+        return self._propose([waiter])  # the core refuses at once, with a leader hint
 
     def _flush(self) -> None:
         proposals, self.book.proposals = self.book.proposals, []
         if proposals:
-            self._carry_out(self.book.core.propose(proposals, self._now()))
+            self._carry_out(self._propose(proposals))
+
+    def _propose(self, waiters: list[Waiter]) -> Ready:
+        """One core proposal: the waiters in entries of at most the caps, in order."""
+        book = self.book
+        commands: list[ClientCommand] = []
+        group: list[Waiter] = []
+        count = size = 0
+        for waiter in waiters:
+            n = len(waiter.payloads)
+            if group and (count + n > MAX_ENTRY_COMMANDS or size + waiter.size > MAX_ENTRY_BYTES):
+                commands.append(self._entry(group))
+                group, count, size = [], 0, 0
+            group.append(waiter)
+            count += n
+            size += waiter.size
+        commands.append(self._entry(group))
+        if self.role is Role.LEADER:
+            metrics = self.w.metrics
+            metrics.proposed_entries.inc(len(commands))
+            metrics.proposed_commands.inc(sum(len(w.payloads) for w in waiters))
+        return book.core.propose(commands, self._now())
+
+    def _entry(self, group: list[Waiter]) -> ClientCommand:
+        request_id = self.book.entry_id()
+        self.book.waiting[request_id] = group
+        if len(group) == 1:
+            payloads = group[0].payloads
+        else:
+            payloads = [payload for waiter in group for payload in waiter.payloads]
+        return ClientCommand(request_id, encode_commands(payloads))
 
     # ------------------------------------------------------------------ carrying out a Ready
 
@@ -197,6 +267,12 @@ class RoleActor(Actor):
                 AppendBatch([to_wal(e) for e in ready.entries], ready.truncate_after),
                 sender=w.supervisor,
             )
+            appends = book.appends
+            if ready.truncate_after is not None:
+                while appends and appends[-1][0] > ready.truncate_after:
+                    appends.pop()
+            if ready.entries:
+                appends.append((ready.entries[-1].index, time.perf_counter()))
         if ready.messages:
             if book.hard_state_writes:
                 book.held.extend(ready.messages)
@@ -224,7 +300,11 @@ class RoleActor(Actor):
                         w.address_of(read.leader_hint),
                     )
                 )
+        metrics = w.metrics
         for change in ready.role_changes:
+            metrics.role_changes.labels(str(change.new)).inc()
+            if change.new is Role.CANDIDATE and not change.pre_vote:
+                metrics.elections.inc()
             self.ctx.log.info(
                 str(change),
                 old=str(change.old),
@@ -239,21 +319,56 @@ class RoleActor(Actor):
                     "peer is behind the compacted log and needs a snapshot", peer=peer
                 )
         for reason in ready.dropped:
+            metrics.dropped_messages.inc()
             self.ctx.log.warning("peer message dropped", reason=reason)
+        core = book.core
+        metrics.state = (
+            core.term,
+            str(core.role_kind),
+            core.commit_index,
+            core.applied_index,
+            core.log.last_index,
+        )
         if book.core.role_kind is not self.role:
             self._hand_off(ready)
             return
         self._schedule_tick(ready.deadline)
 
     def _answer(self, response: ClientResponse) -> None:
-        reply = self.book.commands.pop(response.request_id, None)
-        if reply is None:
+        """Split the core's answer for one entry among the client asks it carried."""
+        book = self.book
+        group = book.waiting.pop(response.request_id, None)
+        if group is None:
             return
-        if response.leader_hint is not None:
-            response = dataclasses.replace(
-                response, leader_hint=self.w.address_of(response.leader_hint)
-            )
-        reply.success(response)
+        ok, index, error = response.ok, response.index, response.error
+        hint = None if ok else self.w.address_of(response.leader_hint)
+        results = response.result
+        total = sum(len(waiter.payloads) for waiter in group)
+        if not ok or type(results) is not list or len(results) != total:
+            # Refused, or an entry the state machine could not split (a malformed batch is
+            # one failure for all): every command gets the same outcome.
+            results = [results] * total
+        position = 0
+        for waiter in group:
+            n = len(waiter.payloads)
+            part = results[position : position + n]
+            position += n
+            if waiter.request_id is None:
+                waiter.reply.success(ClientBatchResponse(ok, index, part, error, hint))
+            else:
+                book.command_ids.discard(waiter.request_id)
+                waiter.reply.success(
+                    ClientResponse(waiter.request_id, ok, index, part[0], error, hint)
+                )
+
+    def _observe_append(self, up_to: int) -> None:
+        appends = self.book.appends
+        if not appends or appends[0][0] > up_to:
+            return
+        now = time.perf_counter()
+        histogram = self.w.metrics.wal_append
+        while appends and appends[0][0] <= up_to:
+            histogram.observe(now - appends.popleft()[1])
 
     def _send_all(self, messages: list[tuple[str, Any]]) -> None:
         peers, supervisor = self.w.peers, self.w.supervisor

@@ -25,12 +25,12 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from consensus.shell.node_storage import NodeStorage
-
 from actors import ActorRef, Props
 from consensus.node import RaftNode
 from consensus.ready import Role
 from consensus.shell.book import Book
+from consensus.shell.metrics import NodeMetrics
+from consensus.shell.node_storage import NodeStorage
 from consensus.shell.protocol import Bounced, Forwarded, Handoff, Retire, Retired
 from consensus.shell.roles import ROLE_ACTORS
 from consensus.shell.settings import NodeSettings
@@ -51,10 +51,12 @@ class RaftSupervisor(PingResponder):
         settings: NodeSettings,
         machine: StateMachine,
         rng: random.Random | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.machine = machine
         self.rng = rng or random.Random()
+        self.metrics = metrics
         self.incarnation = new_incarnation()
         self.storage: NodeStorage | None = None
         self.active: ActorRef | None = None
@@ -65,12 +67,21 @@ class RaftSupervisor(PingResponder):
 
     def pre_start(self) -> None:
         ctx, settings = self.ctx, self.settings
-        self.storage = NodeStorage.open(settings)
+        if self.metrics is None:
+            self.metrics = NodeMetrics(settings.node_id, ctx.system.stats)
+        metrics = self.metrics
+        self.storage = NodeStorage.open(settings, metrics.wal_fsync.observe)
         hard_state = self.storage.hard_state
         self_ref = ctx.self_ref
         writer = ctx.spawn(self.storage.writer_props(report_to=self_ref), "wal")
         machine = ctx.spawn(
-            Props(StateMachineActor, self.machine, self_ref, self.storage.log.first_index - 1),
+            Props(
+                StateMachineActor,
+                self.machine,
+                self_ref,
+                self.storage.log.first_index - 1,
+                metrics,
+            ),
             "state-machine",
         )
         if settings.membership is not None:
@@ -91,6 +102,7 @@ class RaftSupervisor(PingResponder):
             peers=peers,
             addresses=dict(settings.addresses),
             clock=clock,
+            metrics=metrics,
         )
         core = RaftNode(settings.raft, self.storage.log, hard_state, self.rng, clock.now_ms())
         ctx.log.info(

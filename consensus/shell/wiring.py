@@ -1,4 +1,5 @@
-"""Wiring: what a role actor needs to reach the rest of its node and its peers, and the clock.
+"""Wiring: what a role actor needs to reach the rest of its node and its peers, the clock and
+the node's metrics.
 
 The clock is wall time that cannot jump: it starts at the wall clock and then advances with the
 monotonic clock, so entry timestamps look like wall time while election timers are immune to
@@ -10,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from typing import TYPE_CHECKING
+
+from consensus.shell.metrics import NodeMetrics
 
 if TYPE_CHECKING:
     from actors import ActorRef
@@ -35,6 +38,7 @@ class Wiring:
     peers: dict[str, ActorRef]  # node id -> the peer's node supervisor
     addresses: dict[str, str]  # node id -> "host:port", for leader hints given to clients
     clock: SteadyClock
+    metrics: NodeMetrics = dataclasses.field(default_factory=lambda: NodeMetrics("-"))
 
     def address_of(self, node_id: str | None) -> str | None:
         if node_id is None:
