@@ -10,7 +10,10 @@ starts with a 32-byte header, then holds *records* back to back (all integers li
 
     entry    length u32 | crc32c u32 | index u64 | term u64 | kind u8 | timestamp u64 | payload
              length counts the bytes after the crc (25 + len(payload)) and is below 2**31;
-             the crc covers exactly those bytes.
+             the crc covers exactly those bytes. `timestamp` (the leader's wall-clock time
+             in ms when it accepted the entry) is an addition to the architecture's frame:
+             state machines need a deterministic notion of time that every replica agrees
+             on, the HTTP follower reports it, and kv compaction ages tombstones by it.
 
     commit   marker u32 = 0xC07A11ED | crc32c u32 | first_index u64 | count u32 | flags u32 |
              batch_crc u32 | synced_through u64;  the crc covers the 28 bytes after it.
