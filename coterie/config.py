@@ -10,6 +10,7 @@ One file describes the whole cluster, so every node reads the same file::
     id = "n1"
     address = "127.0.0.1:7101"
     data_dir = "data/n1"          # relative paths are relative to this file
+    metrics_address = "127.0.0.1:9101"  # optional: Prometheus /metrics here; off when absent
 
     [raft]                        # all optional
     election_timeout_min_ms = 300
@@ -44,7 +45,7 @@ class ConfigError(ValueError):
 
 
 _TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal"}
-_NODE = {"id", "address", "data_dir"}
+_NODE = {"id", "address", "data_dir", "metrics_address"}
 _RAFT = {
     "election_timeout_min_ms": ("election_timeout_min", int),
     "election_timeout_max_ms": ("election_timeout_max", int),
@@ -64,6 +65,7 @@ class NodeEntry:
     id: str
     address: str
     data_dir: pathlib.Path
+    metrics_address: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,13 +185,25 @@ def _parse_nodes(raw_nodes: Any, path: pathlib.Path, fail: Any) -> list[NodeEntr
             raise fail(f"{where}.id", f"duplicate node id {node_id!r}")
         if address in seen_addresses:
             raise fail(f"{where}.address", f"duplicate address {address!r}")
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not _is_host_port(address):
             raise fail(f"{where}.address", f"{address!r} is not host:port")
         seen_ids.add(node_id)
         seen_addresses.add(address)
-        nodes.append(NodeEntry(node_id, address, data_dir))
+        metrics_address = raw.get("metrics_address")
+        if metrics_address is not None:
+            key = f"{where}.metrics_address"
+            if not isinstance(metrics_address, str) or not _is_host_port(metrics_address):
+                raise fail(key, f"{metrics_address!r} is not host:port")
+            if metrics_address in seen_addresses:
+                raise fail(key, f"{metrics_address!r} is already in use by another endpoint")
+            seen_addresses.add(metrics_address)
+        nodes.append(NodeEntry(node_id, address, data_dir, metrics_address))
     return nodes
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _reject_unknown(table: dict[str, Any], known: set[str], prefix: str, fail: Any) -> None:

@@ -2,7 +2,9 @@
 
 Starts the actor system on the node's address, then the node supervisor at ``/user/node``
 (which starts the log writer, the state machine actor, membership and the Raft role actors),
-and serves until SIGTERM or SIGINT, on which it shuts down cleanly.
+and serves until SIGTERM or SIGINT, on which it shuts down cleanly. With ``metrics_address``
+set for the node in the config, its Prometheus metrics are served at
+``http://<metrics_address>/metrics``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import structlog
 
 from actors import ActorRef, ActorSystem, Props, configure_logging
+from consensus.shell.metrics import NodeMetrics
 from consensus.shell.protocol import StatusRequest, TransferLeadership
 from consensus.shell.supervisor import RaftSupervisor
 from coterie.config import ConfigError, load
@@ -36,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
         settings = config.settings_for(args.node_id)
+        metrics_address = config.node(args.node_id).metrics_address
         machine = config.load_state_machine_class()()
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
@@ -47,12 +51,20 @@ def run(args: argparse.Namespace) -> int:
     system = ActorSystem(
         settings.node_id, host=host, port=int(port), cluster_id=settings.cluster_id
     )
+    metrics = NodeMetrics(settings.node_id, system.stats)
     try:
-        node = system.spawn(Props(RaftSupervisor, settings, machine), "node")
+        if metrics_address is not None:
+            try:
+                metrics.serve(metrics_address)
+            except OSError as exc:
+                raise CliError(f"metrics_address {metrics_address}: cannot listen: {exc}") from exc
+            structlog.get_logger("coterie.node").info("metrics served", address=metrics_address)
+        node = system.spawn(Props(RaftSupervisor, settings, machine, None, metrics), "node")
         stop.wait()
         hand_over_leadership(node, settings.raft.election_timeout_max / 1000.0)
     finally:
         system.shutdown()
+        metrics.close()
     return 0
 
 

@@ -39,12 +39,17 @@ class LocalCluster:
         state_machine: str = "tests.cluster.recorder:Recorder",
         durability: str = "always",
         raft: dict[str, Any] | None = None,
+        metrics: bool = False,
     ) -> None:
         self.directory = directory
         self.ids = [f"n{i + 1}" for i in range(size)]
-        ports = free_ports(size)
+        ports = free_ports(2 * size if metrics else size)
         self.addresses = {
-            node: f"127.0.0.1:{port}" for node, port in zip(self.ids, ports, strict=True)
+            node: f"127.0.0.1:{port}" for node, port in zip(self.ids, ports, strict=False)
+        }
+        # node id -> host:port of its Prometheus endpoint, when asked for
+        self.metrics_addresses = {
+            node: f"127.0.0.1:{port}" for node, port in zip(self.ids, ports[size:], strict=False)
         }
         raft = raft or {
             "election_timeout_min_ms": 300,
@@ -58,8 +63,10 @@ class LocalCluster:
                 f'id = "{node}"',
                 f'address = "{self.addresses[node]}"',
                 f'data_dir = "{node}"',
-                "",
             ]
+            if node in self.metrics_addresses:
+                lines.append(f'metrics_address = "{self.metrics_addresses[node]}"')
+            lines.append("")
         lines.append("[raft]")
         lines += [f"{key} = {value}" for key, value in raft.items()]
         lines += ["", "[wal]", f'durability = "{durability}"']
