@@ -3,8 +3,10 @@ host them, client sessions and snapshots. Built on `actors` and `wal`; never tou
 a file directly.
 
 The core is :class:`RaftNode`: feed it peer messages (``step``), the time (``tick``), client
-commands (``propose``) and reads (``read``), and the caller's reports (``persisted``,
-``applied``); each call returns a :class:`Ready` to carry out as ``consensus.ready`` describes::
+commands (``propose``) and reads (``read``, ``read_batch``), and the caller's reports
+(``persisted``, ``applied``); each call returns a :class:`Ready` to carry out as
+``consensus.ready`` describes. ``consensus.wal_storage.WalLogStorage`` puts a ``wal.SegmentedLog``
+behind the core's log interface::
 
     node = RaftNode(RaftConfig("n1", ("n1", "n2", "n3")), MemoryLog(), HardState(),
                     random.Random(seed), now=0)
