@@ -237,7 +237,9 @@ class SimCluster:
         node.tick_at = None
         self._carry_out(node, core.tick(self.now))
 
-    def crash(self, node_id: str) -> None:
+    def crash(self, node_id: str, *, lose_all_pending: bool = False) -> None:
+        """Kill a node. Writes not yet complete are lost, except that (unless
+        ``lose_all_pending``) a random prefix of them may have reached the disk anyway."""
         node = self.nodes[node_id]
         if node.core is None:
             return
@@ -247,11 +249,11 @@ class SimCluster:
         node.crashes += 1
         node.tick_at = None
         writes = node.writes
-        done = self.rng.randint(0, len(writes))
+        done = 0 if lose_all_pending else self.rng.randint(0, len(writes))
         for _ in range(done):
             _, truncate_after, entries = writes.popleft()
             self._write_storage(node, truncate_after, entries)
-        if writes and writes[0][1] is not None and self.rng.random() < 0.5:
+        if writes and writes[0][1] is not None and not lose_all_pending and self.rng.random() < 0.5:
             node.storage.truncate_after(writes[0][1])  # the cut reached the disk, the append not
         writes.clear()
         node.disk_free_at = self.now

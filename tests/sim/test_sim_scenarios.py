@@ -12,7 +12,7 @@ from consensus.messages import ERROR_SUPERSEDED
 from consensus.node import RaftNode
 
 from .checker import InvariantViolation
-from .cluster import NetConfig, SimCluster, SimNode
+from .cluster import DiskConfig, NetConfig, SimCluster, SimNode
 from .figure8 import stage_figure8
 
 ELECTION_MAX = 300
@@ -456,3 +456,21 @@ def test_followers_apply_an_acknowledged_write_without_waiting_for_a_heartbeat()
         lags.append(cluster.now - acked_at)
     # one hop (<= 6 ms) plus a disk write (<= 5 ms) plus a hop at most
     assert max(lags) <= 2 * 6 + 5, lags
+
+
+def test_a_crash_loses_unpersisted_entries_which_were_never_acknowledged() -> None:
+    cluster = SimCluster(3, seed=21, disk=DiskConfig(min_latency=40, max_latency=40))
+    leader = elect(cluster)
+    follower = next(n for n in cluster.up_nodes() if n is not leader)
+    write(cluster, 3)
+    durable = follower.storage.last_index
+    cluster.propose(leader.id, 5)
+    assert cluster.run_until(lambda: core(follower).log.last_index == durable + 5, 100)
+    assert follower.writes  # received, handed to the disk, not yet durable
+    # It never claimed them: the leader's view of it stops at what it made durable.
+    assert core(leader).role.progress[follower.id].match <= durable  # type: ignore[union-attr]
+    cluster.crash(follower.id, lose_all_pending=True)
+    assert follower.storage.last_index == durable
+    cluster.restart(follower.id)
+    assert core(follower).log.last_index == durable
+    converge(cluster)  # the leader sends them again
