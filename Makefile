@@ -26,7 +26,9 @@ lint: $(STAMP)
 sim: $(STAMP)
 	SEEDS=$(SEEDS) $(PY) -m pytest -q tests/sim -k random --timeout=0
 
+# The bench extra brings the baselines measured beside coterie (PySyncObj) and matplotlib.
 bench: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) -m bench
 
 run: $(STAMP)
