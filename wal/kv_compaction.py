@@ -25,12 +25,16 @@ Compaction runs in three phases so that appends never stop:
    segment with an atomic rename (:meth:`SegmentedLog.replace_sealed`), unless the segment
    changed in between (then the rewrite is dropped, nothing lost).
 
-An entry is removed when it is a key-value entry (kind COMMAND and `key_of` returns a key)
-and either a newer entry of the same key exists up to `through_index`, or it is the newest
-but a DELETE whose timestamp is older than ``now_ms - purge_deletes_older_than_ms``. Entries
+An entry of kind COMMAND carries the operations `key_of` finds in its payload (one, or
+several for a batch of commands in one entry). It is removed when every one of them is dead:
+a newer operation on the same key exists up to `through_index`, or it is the newest on its
+key but a DELETE whose entry is older than ``now_ms - purge_deletes_older_than_ms``. Entries
 below the log's compaction base are removed too (a snapshot covers them). Targets are
 rewritten oldest first, so a tombstone is never purged while an older entry of its key is
-still on disk (the crash in between leaves the tombstone, never a resurrected key).
+still on disk (the crash in between leaves the tombstone, never a resurrected key). For the
+same reason a tombstone stays when an entry that survives still holds a dead operation on
+its key, and when an :data:`OPAQUE` entry (one that may hold operations `key_of` cannot
+read) precedes it.
 
 The last entry of every target is always kept: it pins the segment's index range (its last
 index and term stay exact, the next segment still lines up) at the cost of at most one dead
@@ -50,6 +54,7 @@ import os
 import pathlib
 from array import array
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgpack
 from google_crc32c import value as crc32c
@@ -71,8 +76,24 @@ from wal.fsutil import TMP_SUFFIX, read_exact, remove_if_exists, write_all
 from wal.log import SegmentedLog, SegmentRange
 from wal.segment import Segment, iter_raw
 
-KeyOf = Callable[[bytes], "tuple[bytes, bool] | None"]
-"""payload -> (key, is_delete), or None for an entry that is not a key-value operation."""
+
+class _Opaque:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "OPAQUE"
+
+
+OPAQUE: Any = _Opaque()
+"""What a key function returns for an entry that may hold key-value operations it cannot
+read: the entry is kept, and no tombstone after it is purged (it might rewrite that key)."""
+
+Op = tuple[bytes, bool]
+KeyOf = Callable[[bytes], "Op | list[Op] | _Opaque | None"]
+"""payload -> ``(key, is_delete)`` for one operation, a list of them for an entry carrying
+several, None for an entry that touches no key, or :data:`OPAQUE` (see there)."""
+
+BATCH_MARK = 0xC1  # msgpack never uses this byte: a payload starting with it is a batch
 
 Progress = Callable[[int, int], None]
 """progress(bytes done, bytes total), called as the rewrite phase reads."""
@@ -91,13 +112,28 @@ def encode_delete(key: str | bytes) -> bytes:
     return msgpack.packb(["delete", key])
 
 
-def msgpack_kv_key(payload: bytes) -> tuple[bytes, bool] | None:
-    """Default `key_of`: ``msgpack [op, key, value?]``, op "put" or "delete".
+def msgpack_kv_key(payload: bytes) -> Op | list[Op] | _Opaque | None:
+    """Default `key_of`: ``msgpack [op, key, value?]``, op "put" or "delete"; or a *batch*
+    of such commands in one entry: the byte 0xC1 then a msgpack array of their payloads (the
+    layout `consensus.shell.batching` gives an entry carrying several client commands).
 
     The key is returned re-encoded as msgpack so that keys of different types ("1", b"1",
-    1) stay distinct. Anything else (not msgpack, another shape, another op) is None: the
-    entry is kept untouched, never an error.
+    1) stay distinct. A payload of another shape touches no key (None): the entry is kept,
+    never an error. A batch that does not decode is :data:`OPAQUE`.
     """
+    if payload[:1] == bytes((BATCH_MARK,)):
+        try:
+            commands = msgpack.unpackb(payload[1:], raw=False, strict_map_key=False)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            return OPAQUE
+        if not isinstance(commands, list) or not all(isinstance(c, bytes) for c in commands):
+            return OPAQUE
+        ops = [_single_op(command) for command in commands]
+        return [op for op in ops if op is not None]
+    return _single_op(payload)
+
+
+def _single_op(payload: bytes) -> Op | None:
     try:
         decoded = msgpack.unpackb(payload, raw=False, strict_map_key=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
@@ -173,17 +209,22 @@ def rewrite(
     total = sum(r.read_end for r in plan.ranges) + 2 * sum(r.read_end for r in plan.targets)
     meter = _Meter(progress, total)
     newest: dict[bytes, int] = {}
+    first_opaque: int | None = None
     try:
         for index, frame in _frames(plan.ranges, plan.through_index, meter):
-            kv = _kv_of(frame, key_of)
-            if kv is not None:
-                newest[kv[0]] = index
+            ops = _ops_of(frame, key_of)
+            if ops is OPAQUE:
+                if first_opaque is None and index > plan.base_index:
+                    first_opaque = index
+                continue
+            for key, _is_delete in ops:
+                newest[key] = index
     except _TargetChanged:
         return []
     purge_before = (
         None if purge_deletes_older_than_ms is None else now_ms - purge_deletes_older_than_ms
     )
-    rules = _Rules(plan, newest, purge_before, key_of)
+    rules = _Rules(plan, newest, purge_before, key_of, first_opaque)
     rewritten: list[Rewritten] = []
     try:
         for target in plan.targets:
@@ -264,36 +305,42 @@ class _Rules:
     """Which entries of a target die; see the module docstring."""
 
     def __init__(
-        self, plan: Plan, newest: dict[bytes, int], purge_before: int | None, key_of: KeyOf
+        self,
+        plan: Plan,
+        newest: dict[bytes, int],
+        purge_before: int | None,
+        key_of: KeyOf,
+        first_opaque: int | None,
     ) -> None:
         self.base_index = plan.base_index
         self.newest = newest
         self.purge_before = purge_before
         self.key_of = key_of
-        # Keys with a dead entry kept as a segment's last entry: their tombstones must stay,
-        # or a replay would bring the kept entry's value back.
+        self.first_opaque = first_opaque
+        # Keys with a dead operation in an entry that stays (a segment's last entry, or an
+        # entry whose other operations live): their tombstones must stay too, or a replay
+        # would bring the kept value back. Targets are decided oldest first, so a key is
+        # pinned before any of its later tombstones is looked at.
         self.pinned: set[bytes] = set()
 
     def why_removed(self, index: int, frame: bytes, *, last: bool) -> str | None:
+        """Why the entry goes (None: it stays). Every operation in it must be dead."""
         if index <= self.base_index:
             return None if last else REMOVED_BELOW_BASE
-        kv = _kv_of(frame, self.key_of)
-        if kv is None:
+        ops = _ops_of(frame, self.key_of)
+        if ops is OPAQUE or not ops:
             return None
-        key, is_delete = kv
-        if self.newest.get(key, index) > index:
-            if last:
-                self.pinned.add(key)
-                return None
-            return REMOVED_SUPERSEDED
-        if (
-            is_delete
-            and not last
-            and self.purge_before is not None
+        superseded = [key for key, _ in ops if self.newest.get(key, index) > index]
+        tombstones = [key for key, is_delete in ops if is_delete and key not in superseded]
+        purgeable = (
+            self.purge_before is not None
+            and (self.first_opaque is None or self.first_opaque > index)
             and _timestamp(frame) < self.purge_before
-            and key not in self.pinned
-        ):
-            return REMOVED_TOMBSTONE
+            and not any(key in self.pinned for key in tombstones)
+        )
+        if not last and len(superseded) + (len(tombstones) if purgeable else 0) == len(ops):
+            return REMOVED_TOMBSTONE if tombstones else REMOVED_SUPERSEDED
+        self.pinned.update(superseded)
         return None
 
 
@@ -302,11 +349,17 @@ REMOVED_SUPERSEDED = "superseded"
 REMOVED_TOMBSTONE = "old tombstone"
 
 
-def _kv_of(frame: bytes, key_of: KeyOf) -> tuple[bytes, bool] | None:
+def _ops_of(frame: bytes, key_of: KeyOf) -> list[Op] | _Opaque:
+    """The key-value operations of an entry frame ([] for none), or OPAQUE."""
     kind = frame[PREFIX.size + 16]  # the kind byte follows index and term
     if kind != EntryKind.COMMAND:
-        return None
-    return key_of(frame[ENTRY_OVERHEAD:])
+        return []  # noops and configuration entries touch no key
+    found = key_of(frame[ENTRY_OVERHEAD:])
+    if found is None:
+        return []
+    if found is OPAQUE:
+        return OPAQUE
+    return found if isinstance(found, list) else [found]
 
 
 def _timestamp(frame: bytes) -> int:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from wal import Entry, EntryKind, SegmentedLog
 from wal import kv_compaction as kv
-from wal.kv_compaction import encode_delete, encode_put, msgpack_kv_key
+from wal.kv_compaction import OPAQUE, encode_delete, encode_put, msgpack_kv_key
 
 SEGMENT_SIZE = 900
 NOW = 1_700_000_000_000
@@ -27,14 +27,21 @@ def replay(entries: list[Entry]) -> dict[object, bytes]:
     for entry in entries:
         if entry.kind != EntryKind.COMMAND:
             continue
-        try:
-            op = msgpack.unpackb(entry.payload)
-        except ValueError:
-            continue
-        if op[0] == "put":
-            state[op[1]] = op[2]
-        elif op[0] == "delete":
-            state.pop(op[1], None)
+        payloads = [entry.payload]
+        if entry.payload[:1] == b"\xc1":  # a batch of commands in one entry
+            try:
+                payloads = msgpack.unpackb(entry.payload[1:])
+            except ValueError:
+                continue
+        for payload in payloads:
+            try:
+                op = msgpack.unpackb(payload)
+            except ValueError:
+                continue
+            if op[0] == "put":
+                state[op[1]] = op[2]
+            elif op[0] == "delete":
+                state.pop(op[1], None)
     return state
 
 
@@ -78,9 +85,12 @@ def test_default_key_function() -> None:
     assert msgpack_kv_key(encode_put("a", b"1")) == (msgpack.packb("a"), False)
     assert msgpack_kv_key(encode_delete("a")) == (msgpack.packb("a"), True)
     assert msgpack_kv_key(encode_put(b"a", b"1"))[0] != msgpack_kv_key(encode_put("a", b"1"))[0]
+    assert msgpack_kv_key(b"\xc1") is OPAQUE  # the batch mark without a batch
+    assert msgpack_kv_key(b"\xc1" + msgpack.packb(["put"])) is OPAQUE
+    batch = b"\xc1" + msgpack.packb([encode_put("a", b"1"), b"other", encode_delete(2)])
+    assert msgpack_kv_key(batch) == [(msgpack.packb("a"), False), (msgpack.packb(2), True)]
     for other in (
         b"",
-        b"\xc1",  # never used in msgpack
         msgpack.packb({"op": "put"}),
         msgpack.packb(["put", "a"]),  # no value
         msgpack.packb(["delete", "a", b"x"]),
@@ -179,6 +189,45 @@ def test_a_tombstone_stays_while_an_older_value_is_pinned(store: KvLog) -> None:
     assert store.log.get(last_of_first) == pinned  # kept: it pins the range
     assert key not in replay(store.entries())  # so its tombstone stayed too
     assert replay(store.entries()) == before
+
+
+def batch_of(*payloads: bytes) -> bytes:
+    """Several commands in one entry, as the Raft leader batches them."""
+    return b"\xc1" + msgpack.packb(list(payloads))
+
+
+def test_batched_entries_are_compacted_as_a_whole(store: KvLog) -> None:
+    """An entry carrying several commands goes only when every one of them is dead; a key
+    with a dead command in a kept batch keeps its tombstone (else the value comes back)."""
+    store.add(batch_of(encode_put("a", b"1"), encode_put("b", b"1")), timestamp=0)  # a dies
+    store.add(batch_of(encode_put("c", b"1"), encode_put("d", b"1")), timestamp=0)  # all die
+    store.put("a", b"2", timestamp=0)
+    store.put("c", b"2", timestamp=0)
+    store.put("d", b"2", timestamp=0)
+    store.delete("a", timestamp=0)  # an old tombstone, but the first batch still holds a=1
+    store.delete("c", timestamp=0)  # an old tombstone whose older values all go
+    for n in range(60):
+        store.put(f"pad{n % 3}", b"x" * 30)
+    before = replay(store.entries())
+    kv.compact(store.log, now_ms=NOW, purge_deletes_older_than_ms=1)
+    kept = {e.index for e in store.entries()}
+    assert 1 in kept and 2 not in kept  # the batch with a live command stays
+    assert 6 in kept and 7 not in kept  # a's tombstone is pinned by the batch; c's is purged
+    assert replay(store.entries()) == before
+    store.reopen()
+    assert replay(store.entries()) == before
+
+
+def test_an_unreadable_entry_keeps_later_tombstones(store: KvLog) -> None:
+    store.put("k", b"old", timestamp=0)
+    store.add(b"\xc1 a batch nobody can read", timestamp=0)  # might hold put k
+    store.delete("k", timestamp=0)
+    for n in range(60):
+        store.put(f"pad{n % 3}", b"x" * 30)
+    result = kv.compact(store.log, now_ms=NOW, purge_deletes_older_than_ms=1)
+    kept = {e.index for e in store.entries()}
+    assert {2, 3} <= kept and 1 not in kept  # put k superseded; the tombstone stays
+    assert result.tombstones_purged == 0
 
 
 def test_other_entries_are_never_removed(store: KvLog) -> None:
@@ -302,6 +351,7 @@ def test_progress_is_reported(store: KvLog) -> None:
 operation = st.one_of(
     st.tuples(st.just("put"), st.integers(0, 7), st.integers(1, 12)),
     st.tuples(st.just("delete"), st.integers(0, 7), st.integers(0, 1)),
+    st.tuples(st.just("batch"), st.integers(0, 7), st.integers(2, 4)),
     st.tuples(st.just("compact"), st.integers(50, 100), st.integers(0, 1)),
     st.tuples(st.just("truncate"), st.integers(0, 5), st.just(0)),
     st.tuples(st.just("reopen"), st.just(0), st.just(0)),
@@ -321,6 +371,12 @@ def test_compaction_never_changes_what_a_replay_yields(ops: list[tuple[str, int,
                     store.put(f"k{(a + n) % 8}", b"v" * (n * 3), timestamp=store.log.last_index)
             elif op == "delete":
                 store.delete(f"k{a}", timestamp=0 if b else NOW)
+            elif op == "batch":  # b commands in one entry, every other one a delete
+                commands = [
+                    encode_delete(f"k{(a + n) % 8}") if n % 2 else encode_put(f"k{a + n}", b"b")
+                    for n in range(b)
+                ]
+                store.add(batch_of(*commands), timestamp=0)
             elif op == "compact":
                 committed = max(committed, store.log.last_index * a // 100)
                 kv.compact(
