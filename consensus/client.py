@@ -16,7 +16,10 @@ idle client leaves at once, alone; under load, commands pile up behind the batch
 and leave together when one is answered, so batches grow with the load. The leader puts a
 whole batch in one log entry and answers it with one message; the client completes the
 commands' futures in order. Answers to one client's commands arrive in the order the commands
-were submitted, as long as the leader does not change (a retried batch may overtake).
+were submitted: until it knows the leader a client has one batch in flight, a batch being
+retried holds back everything newer, and retried commands rejoin the queue in submission
+order. (Without sessions one thing can still reorder them: an attempt lost in the network,
+retried after a later batch has been applied.)
 
 A batch shares one fate at the node (all applied, or all refused), so it is retried whole;
 each command keeps its own deadline, and one that runs out fails alone.
@@ -81,32 +84,41 @@ class Committed:
         return f"Committed({self.request_id!r}, index={self.index}, result={self.result!r})"
 
 
-_SLOW_PATH = threading.Lock()  # guards the lazy creation of a future's event
+_NEW_WAITERS = threading.Lock()  # only for the first thread to block on a future
 
 
 class CommandFuture:
     """The future of one submitted command: ``result(timeout)``, ``exception(timeout)``,
     ``done()`` and ``add_done_callback(fn)`` as in ``concurrent.futures``. Callbacks run on
-    the thread that completes it (the actor system's callback thread). Cheap by design: a
-    client under load creates thousands per second, and a ``concurrent.futures.Future``
-    builds a condition variable each."""
+    the thread that completes it (the actor system's callback thread), or at once when it is
+    already done. Cheap by design: a client under load creates thousands per second, and a
+    ``concurrent.futures.Future`` builds a condition variable and takes its lock each time.
+
+    No lock: list ``append``/``pop`` are atomic, and each side publishes before it looks
+    (completion sets ``_finished`` before draining the callbacks and waking the waiters; a
+    new callback or waiter is registered before ``_finished`` is checked), so every callback
+    runs exactly once and no waiter sleeps through the completion.
+    """
 
     __slots__ = (
         "_callbacks",
         "_error",
-        "_event",
+        "_finished",
         "_outcome",
+        "_waiters",
         "backoff",
         "deadline",
         "last_error",
         "payload",
         "request_id",
+        "seq",
         "timeout",
     )
 
     def __init__(
-        self, request_id: str, payload: bytes, timeout: float, backoff: float, now: float
+        self, seq: int, request_id: str, payload: bytes, timeout: float, backoff: float, now: float
     ) -> None:
+        self.seq = seq  # submission order
         self.request_id = request_id
         self.payload = payload
         self.timeout = timeout
@@ -115,20 +127,17 @@ class CommandFuture:
         self.last_error = "no attempt made"
         self._outcome: Committed | None = None
         self._error: BaseException | None = None
-        self._callbacks: list[Callable[[CommandFuture], Any]] | None = None
-        self._event: threading.Event | None = None
+        self._finished = False
+        self._callbacks: list[Callable[[CommandFuture], Any]] = []
+        self._waiters: list[threading.Event] | None = None
 
     def done(self) -> bool:
-        return self._outcome is not None or self._error is not None
+        return self._finished
 
     def add_done_callback(self, fn: Callable[[CommandFuture], Any]) -> None:
-        with _SLOW_PATH:
-            if not self.done():
-                if self._callbacks is None:
-                    self._callbacks = []
-                self._callbacks.append(fn)
-                return
-        fn(self)
+        self._callbacks.append(fn)
+        if self._finished:
+            self._run_callbacks()
 
     def result(self, timeout: float | None = None) -> Committed:
         self._wait(timeout)
@@ -142,30 +151,39 @@ class CommandFuture:
         return self._error
 
     def _wait(self, timeout: float | None) -> None:
-        if self.done():
+        if self._finished:
             return
-        with _SLOW_PATH:
-            if not self.done() and self._event is None:
-                self._event = threading.Event()
-            event = self._event
-        if event is not None and not event.wait(timeout):
+        event = threading.Event()
+        if self._waiters is None:
+            with _NEW_WAITERS:
+                if self._waiters is None:
+                    self._waiters = []
+        self._waiters.append(event)
+        if not self._finished and not event.wait(timeout):
             raise TimeoutError(f"command {self.request_id} not done within {timeout}s")
 
     def _complete(self, outcome: Committed | None, error: BaseException | None) -> None:
-        with _SLOW_PATH:
-            if self.done():
+        if self._finished:
+            return  # completed once already (only one thread completes a command)
+        self._outcome, self._error = outcome, error
+        self._finished = True
+        if self._waiters is not None:
+            for event in list(self._waiters):
+                event.set()
+        if self._callbacks:
+            self._run_callbacks()
+
+    def _run_callbacks(self) -> None:
+        callbacks = self._callbacks
+        while True:
+            try:
+                fn = callbacks.pop(0)
+            except IndexError:
                 return
-            self._outcome, self._error = outcome, error
-            callbacks, self._callbacks = self._callbacks, None
-            event = self._event
-        if event is not None:
-            event.set()
-        if callbacks:
-            for fn in callbacks:
-                try:
-                    fn(self)
-                except Exception:
-                    log.exception("command future callback failed", request_id=self.request_id)
+            try:
+                fn(self)
+            except Exception:
+                log.exception("command future callback failed", request_id=self.request_id)
 
 
 class Client:
@@ -205,7 +223,9 @@ class Client:
         self._inflight = 0
         self._pumping = False
         self._completing = 0
+        self._retrying = 0  # retries waiting for their backoff: newer commands wait too
         self.batches_sent = 0  # for tests and benchmarks: commands / batches = batching factor
+        self.batches_retried = 0
 
     # ------------------------------------------------------------------ public API
 
@@ -217,8 +237,10 @@ class Client:
 
     def submit_async(self, payload: bytes, timeout: float = 10.0) -> CommandFuture:
         """Queue a command; the future completes with its outcome (or a ClientError)."""
+        seq = next(self._seq)
         command = CommandFuture(
-            f"{self.client_id}-{next(self._seq)}",
+            seq,
+            f"{self.client_id}-{seq}",
             payload,
             timeout,
             self.backoff_initial,
@@ -235,11 +257,10 @@ class Client:
     def submit_many(self, payloads: Iterable[bytes], timeout: float = 10.0) -> list[CommandFuture]:
         """Queue several commands at once, applied in this order (each with its own future)."""
         now = time.monotonic()
+        client_id, backoff = self.client_id, self.backoff_initial
         commands = [
-            CommandFuture(
-                f"{self.client_id}-{next(self._seq)}", p, timeout, self.backoff_initial, now
-            )
-            for p in payloads
+            CommandFuture(seq, f"{client_id}-{seq}", p, timeout, backoff, now)
+            for p, seq in zip(payloads, self._seq, strict=False)  # payloads first: no seq lost
         ]
         with self._lock:
             self._queue.extend(commands)
@@ -269,7 +290,17 @@ class Client:
 
     def _busy(self) -> bool:
         """Under the lock: will someone else send what was just queued?"""
-        return self._pumping or self._completing > 0 or self._inflight >= self.max_inflight_batches
+        return (
+            self._pumping
+            or self._completing > 0
+            or self._retrying > 0
+            or self._inflight >= self._window()
+        )
+
+    def _window(self) -> int:
+        # Until the leader is known, one batch at a time: batches sprayed over several nodes
+        # would be applied in whatever order the refusals and retries happen to come back.
+        return self.max_inflight_batches if self._leader is not None else 1
 
     def _pump(self) -> None:
         """Send what is queued, one batch per free in-flight slot. Only one thread pumps at a
@@ -284,7 +315,7 @@ class Client:
         while True:
             expired: list[CommandFuture] = []
             with self._lock:
-                if self._inflight >= self.max_inflight_batches or not self._queue:
+                if self._inflight >= self._window() or self._retrying or not self._queue:
                     self._pumping = False
                     return
                 batch = self._take(expired)
@@ -398,6 +429,7 @@ class Client:
         self._retry(batch, reason, immediately=False)
 
     def _retry(self, batch: list[CommandFuture], reason: str, *, immediately: bool) -> None:
+        self.batches_retried += 1
         now = time.monotonic()
         live: list[CommandFuture] = []
         delay = 0.0
@@ -414,15 +446,24 @@ class Client:
             return
         if delay <= 0:
             self._requeue(live)
-        else:
-            self.system.scheduler.schedule_once(delay, lambda: self._requeue_and_pump(live))
-
-    def _requeue(self, commands: list[CommandFuture]) -> None:
+            return
         with self._lock:
-            self._queue.extendleft(reversed(commands))  # older than anything queued since
+            self._retrying += 1
+        try:
+            self.system.scheduler.schedule_once(delay, lambda: self._requeue_and_pump(live))
+        except Exception:  # the scheduler stopped with the system: retry at once instead
+            self._requeue(live, scheduled=True)
+
+    def _requeue(self, commands: list[CommandFuture], *, scheduled: bool = False) -> None:
+        """Put commands back in submission order, ahead of anything newer."""
+        with self._lock:
+            if scheduled:
+                self._retrying -= 1
+            merged = sorted([*commands, *self._queue], key=lambda c: c.seq)
+            self._queue = collections.deque(merged)
 
     def _requeue_and_pump(self, commands: list[CommandFuture]) -> None:
-        self._requeue(commands)
+        self._requeue(commands, scheduled=True)
         self._pump()
 
     def _give_up(self, command: CommandFuture, *, permanent: bool = False) -> None:

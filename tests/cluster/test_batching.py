@@ -19,7 +19,13 @@ from consensus.shell.batching import (
     decode_commands,
     encode_commands,
 )
-from consensus.shell.protocol import Applied, Apply, ClientBatch, ClientBatchResponse
+from consensus.shell.protocol import (
+    Applied,
+    Apply,
+    ClientBatch,
+    ClientBatchResponse,
+    TransferLeadership,
+)
 from consensus.shell.state_machine import EntryMeta, StateMachineActor
 from tests.cluster.test_shell import three_nodes, wait_for_leader  # noqa: F401  (fixture)
 from wal.kv_compaction import encode_put, msgpack_kv_key
@@ -164,5 +170,28 @@ def test_a_follower_refuses_a_batch_with_a_hint_and_oversized_batches_fail(three
         # a client given only a follower finds the leader through the hint
         assert client.submit(msgpack.packb(["hello"]), timeout=10).ok
         assert client.leader == addresses[leader]
+    finally:
+        system.shutdown()
+
+
+def test_one_clients_answers_keep_their_order_across_leader_changes(three_nodes) -> None:  # noqa: F811
+    _systems, addresses = three_nodes
+    system = ActorSystem("client", host="127.0.0.1", cluster_id="t")
+    try:
+        nodes = {n: system.ref(f"coterie://{n}@{a}/user/node") for n, a in addresses.items()}
+        leader = wait_for_leader(nodes)
+        client = Client(system, list(addresses.values()), max_batch=200, attempt_timeout=5.0)
+        futures = []
+        for round_ in range(3):
+            futures += client.submit_many(
+                [msgpack.packb([round_, n]) for n in range(1500)], timeout=60
+            )
+            target = next(n for n in nodes if n != leader)
+            nodes[leader].ask(TransferLeadership(target), timeout=5).result(6)
+            leader = wait_for_leader(nodes, not_this=leader)
+        counts = [f.result(70).result for f in futures]
+        assert counts == sorted(counts), "a client's answers came out of submission order"
+        assert client.batches_retried > 0  # the transfers did turn batches away
+        assert len(set(counts)) == len(counts)
     finally:
         system.shutdown()
