@@ -94,6 +94,13 @@ def register(subparsers: Any) -> None:
         metavar="AGE",
         help="also drop DELETE tombstones older than AGE (30s, 15m, 12h, 7d; default: keep)",
     )
+    compact.add_argument(
+        "--through",
+        metavar="INDEX",
+        type=_index("--through"),
+        help="only entries up to INDEX count as newer (the node's commit index; default: the "
+        "end of the last sealed segment, leaving out a possibly uncommitted tail)",
+    )
     compact.set_defaults(func=_log_problems_exit_1(cmd_compact))
 
     diff = tools.add_parser("diff", help="what one log holds and the other lacks; exit 1 if any")
@@ -206,11 +213,21 @@ def cmd_compact(args: argparse.Namespace) -> int:
     except NotAWal as exc:
         raise CliError(str(exc)) from None
     with log, _Progress("compact") as bar:
-        before = sum(segment.size for segment in log.segments())
+        segments = log.segments()
+        before = sum(segment.size for segment in segments)
+        through = args.through
+        if through is None:
+            # The open segment may end in entries Raft never committed and may still
+            # truncate: they must not count as newer. The sealed segments are far older.
+            sealed = [segment for segment in segments if segment.sealed]
+            through = sealed[-1].last_index if sealed else log.base_index
+        elif through > log.last_index:
+            raise CliError(f"--through {through}: the log ends at {log.last_index}")
         result = kv_compaction.compact(
             log,
             now_ms=int(time.time() * 1000),
             purge_deletes_older_than_ms=purge_ms,
+            through_index=through,
             progress=bar.update,
         )
     print(

@@ -142,6 +142,8 @@ def test_bad_input_exits_2_with_a_clear_message(
     with SegmentedLog.open(tmp_path / "log"):
         code, _out, err = run("compact", str(tmp_path / "log"), capsys=capsys)
     assert code == 2 and "stop the node first" in err
+    code, _out, err = run("compact", str(tmp_path / "log"), "--through", "500", capsys=capsys)
+    assert code == 2 and "--through 500: the log ends at 120" in err
 
 
 def test_a_corrupt_log_exits_1_naming_the_file(
@@ -287,3 +289,23 @@ def test_progress_bar_only_on_a_terminal() -> None:
     drawn = [w for w in loud.written if "[" in w]
     assert len(drawn) == 2 and "50.0%" in drawn[0] and "100.0%" in drawn[1]
     assert loud.written[-1].endswith("\r")  # the bar is wiped at the end
+
+
+def test_compact_leaves_the_open_segment_out_unless_told(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Entries in the open segment may be an uncommitted tail that Raft may still truncate:
+    by default they do not count as newer."""
+    directory = tmp_path / "log"
+    with SegmentedLog.open(directory, segment_size=1024) as log:
+        for index in range(1, 41):
+            log.append([Entry(index, 1, 0, 0, encode_put(f"k{index}", b"v" * 30))])
+        last_sealed = log.segments()[-2].last_index
+        log.append([Entry(41, 1, 0, 0, encode_put("k1", b"newer"))])  # lands in the open one
+        assert log.segments()[-1].first_index <= 41
+    code, out, _err = run("compact", str(directory), capsys=capsys)
+    assert code == 0 and "removed 0 entries" in out
+    code, out, _err = run("compact", str(directory), "--through", "41", capsys=capsys)
+    assert code == 0 and "removed 1 entries" in out
+    with SegmentedLog.open(directory, readonly=True) as log:
+        assert log.get(1) is None and log.get(41) is not None and last_sealed >= 1
