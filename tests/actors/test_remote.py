@@ -10,9 +10,9 @@ import msgpack
 import pytest
 import zmq
 from actor_test_messages import Echo, Nested, Report, Seq, Slow, Stats
-from conftest import PeerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peer_process import PeerProcess
 
 from actors import (
     UNHANDLED,
