@@ -4,7 +4,7 @@ Both systems run 3 node processes on 127.0.0.1 replicating a counter; each workl
 coterie and on PySyncObj one after the other, on fresh clusters:
 
 (a) **throughput**: increments with ``inflight`` requests outstanding (each completion issues
-    the next), counted over ``seconds`` after a warm-up;
+    the next), counted over ``seconds`` after a warm-up; best of two attempts (both reported);
 (b) **sequential latency**: synchronous increments one after another, p50/p99;
 (c) (a) and (b) again with disk persistence: coterie's WAL with ``always`` (fsync before every
     acknowledgement) and ``group`` (group commit, fsync at most every 2 ms, acknowledged after
@@ -383,6 +383,8 @@ def pysyncobj_throughput(journal: bool, seconds: float, warmup: float) -> dict[s
             "ops": ops,
             "seconds": round(answer["seconds"], 2),
             "errors": answer["errors"],
+            "error_reasons": answer["error_reasons"],
+            "still_leader": answer["still_leader"],
             "inflight": INFLIGHT,
             # includes the warm-up and drain around the measured window: an upper bound
             "cpu_seconds_whole_run": cpu,
@@ -428,7 +430,20 @@ def pysyncobj_failover(runs: int) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- the suite
 
 
+def best_of(attempts: int, measure: Any, *args: Any) -> dict[str, Any]:
+    """The attempt with the most operations per second, with every attempt's figure: the
+    machine is shared, and one starved process (a PySyncObj leader missing its heartbeats
+    and losing an election, say) should not stand for a system's throughput."""
+    runs = [measure(*args) for _ in range(attempts)]
+    best = max(runs, key=lambda r: r["ops_per_s"])
+    return {**best, "attempts_ops_per_s": [r["ops_per_s"] for r in runs]}
+
+
 def run(quick: bool) -> dict[str, Any]:
+    from actors import configure_logging  # lazily: importing the bench must not start anything
+
+    configure_logging("warning", json=False)
+    attempts = 1 if quick else 2
     seconds, warmup = (2.0, 1.0) if quick else (10.0, 2.0)
     seq_seconds, seq_max = (1.5, 300) if quick else (6.0, 5000)
     failovers = 1 if quick else 3
@@ -439,8 +454,8 @@ def run(quick: bool) -> dict[str, Any]:
         print(f"  {name} (load {_load()})", flush=True)
 
     step("throughput, in memory")
-    ours["throughput_never"] = coterie_throughput("never", seconds, warmup)
-    theirs["throughput_memory"] = pysyncobj_throughput(False, seconds, warmup)
+    ours["throughput_never"] = best_of(attempts, coterie_throughput, "never", seconds, warmup)
+    theirs["throughput_memory"] = best_of(attempts, pysyncobj_throughput, False, seconds, warmup)
     step("sequential, in memory")
     ours["sequential_never"] = coterie_sequential("never", seq_seconds, seq_max)
     theirs["sequential_memory_batch_off"] = pysyncobj_sequential(False, False, seq_seconds, seq_max)
@@ -449,9 +464,11 @@ def run(quick: bool) -> dict[str, Any]:
     )
     step("with persistence")
     for policy in ("group", "always"):
-        ours[f"throughput_{policy}"] = coterie_throughput(policy, seconds, warmup)
+        ours[f"throughput_{policy}"] = best_of(
+            attempts, coterie_throughput, policy, seconds, warmup
+        )
         ours[f"sequential_{policy}"] = coterie_sequential(policy, seq_seconds, seq_max)
-    theirs["throughput_journal"] = pysyncobj_throughput(True, seconds, warmup)
+    theirs["throughput_journal"] = best_of(attempts, pysyncobj_throughput, True, seconds, warmup)
     theirs["sequential_journal_batch_off"] = pysyncobj_sequential(True, False, seq_seconds, seq_max)
     step("failover")
     ours["failover"] = coterie_failover(failovers)

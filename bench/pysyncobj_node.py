@@ -79,11 +79,16 @@ class Driver:
 
     def throughput(self, seconds: float, warmup: float, inflight: int) -> dict[str, Any]:
         done = [0, 0]
+        reasons: dict[str, int] = {}
         running = [True]
         node = self.node
 
         def on_result(_result: Any, error: int) -> None:
-            done[0 if error == FAIL_REASON.SUCCESS else 1] += 1
+            if error == FAIL_REASON.SUCCESS:
+                done[0] += 1
+            else:
+                done[1] += 1
+                reasons[str(error)] = reasons.get(str(error), 0) + 1
             if running[0]:
                 node.increment(callback=on_result)
 
@@ -95,7 +100,13 @@ class Driver:
         ops, elapsed = done[0] - start_count, time.monotonic() - start
         running[0] = False
         time.sleep(0.5)  # let the outstanding requests drain before the next workload
-        return {"ops": ops, "seconds": elapsed, "errors": done[1]}
+        return {
+            "ops": ops,
+            "seconds": elapsed,
+            "errors": done[1],
+            "error_reasons": reasons,  # FAIL_REASON values: 3 = discarded, 5 = not leader ...
+            "still_leader": node._isLeader(),
+        }
 
     def sequential(self, seconds: float, max_ops: int) -> dict[str, Any]:
         latencies: list[float] = []

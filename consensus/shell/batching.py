@@ -15,8 +15,9 @@ Format
   which keeps the format unambiguous for any bytes.
 
 ``0xC1`` is the one byte msgpack never uses, so no msgpack-encoded command (every example's
-encoding) is ever mistaken for a batch, and ``wal.kv_compaction.msgpack_kv_key`` sees a
-batch as "not a key-value entry" and keeps it untouched.
+encoding) is ever mistaken for a batch. ``wal.kv_compaction.msgpack_kv_key`` reads the same
+layout: a batch entry of the kv example's puts and deletes carries all their keys, and is
+compacted away once every one of its commands is superseded.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ held back until the hard state they depend on is durable.
 
 Client commands reach the core in batches: every :class:`Waiter` queued since the leader's
 last ``Flush`` goes into one log entry (``consensus.shell.batching``), proposed to the core
-under a request id of the book's own (``e<n>``). When the core answers that request, the
-entry's per-command results are split back among its waiters, in order.
+under a request id of the book's own (``e<n>``). When the leader hands the entry to the state
+machine committed, its waiters travel with it and the state machine answers them as soon as
+the entry is applied (:func:`answer`), two actor hops before the core would report the
+results; an entry the core refuses or finds superseded is answered from the core's result.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 from typing import TYPE_CHECKING, Any
+
+from consensus.messages import ClientResponse
+from consensus.shell.protocol import ClientBatchResponse
 
 if TYPE_CHECKING:
     from actors.actor import Reply
@@ -55,3 +60,28 @@ class Book:
     def entry_id(self) -> str:
         self.next_entry += 1
         return f"e{self.next_entry}"
+
+
+def answer(
+    group: list[Waiter],
+    ok: bool,
+    index: int,
+    results: Any,
+    error: str | None,
+    hint: str | None,
+) -> None:
+    """Answer every ask whose commands one entry carried: ``results`` is the entry's list of
+    per-command results, split among the asks in order; anything else (a refusal, an entry
+    the state machine could not split) is every command's outcome."""
+    total = sum(len(waiter.payloads) for waiter in group)
+    if not ok or type(results) is not list or len(results) != total:
+        results = [results] * total
+    position = 0
+    for waiter in group:
+        n = len(waiter.payloads)
+        part = results[position : position + n]
+        position += n
+        if waiter.request_id is None:
+            waiter.reply.success(ClientBatchResponse(ok, index, part, error, hint))
+        else:
+            waiter.reply.success(ClientResponse(waiter.request_id, ok, index, part[0], error, hint))

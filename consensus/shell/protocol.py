@@ -151,15 +151,18 @@ class Flush:
 
 @dataclasses.dataclass(slots=True)
 class Apply:
-    """Committed entries for the state machine actor, in order."""
+    """Committed entries for the state machine actor, in order; ``waiters`` maps the index of
+    an entry this node proposed to the client asks its commands came from, which the state
+    machine answers once it applied the entry."""
 
     entries: list[Any]
+    waiters: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True)
 class Applied:
     """The state machine applied up to ``index``; ``results`` maps the index of each command
-    entry to the list of its commands' results, in order."""
+    entry whose asks it did not answer itself to the list of its commands' results."""
 
     index: int
     results: dict[int, Any]

@@ -46,7 +46,7 @@ from consensus.errors import LocalProtocolError
 from consensus.messages import PEER_MESSAGES, ClientCommand, ClientResponse
 from consensus.ready import Ready, Role
 from consensus.shell.batching import encode_commands
-from consensus.shell.book import Book, Waiter
+from consensus.shell.book import Book, Waiter, answer
 from consensus.shell.protocol import (
     Applied,
     Apply,
@@ -279,7 +279,7 @@ class RoleActor(Actor):
             else:
                 self._send_all(ready.messages)
         if ready.committed:
-            w.state_machine.tell(Apply(list(ready.committed)))
+            w.state_machine.tell(Apply(list(ready.committed), self._waiters_of(ready.committed)))
         for response in ready.results:
             self._answer(response)
         for read in ready.reads:
@@ -335,31 +335,42 @@ class RoleActor(Actor):
         self._schedule_tick(ready.deadline)
 
     def _answer(self, response: ClientResponse) -> None:
-        """Split the core's answer for one entry among the client asks it carried."""
-        book = self.book
-        group = book.waiting.pop(response.request_id, None)
+        """The core's answer for one entry, for the asks it carried (unless the state machine
+        answered them already)."""
+        group = self._take_group(response.request_id)
         if group is None:
             return
-        ok, index, error = response.ok, response.index, response.error
-        hint = None if ok else self.w.address_of(response.leader_hint)
-        results = response.result
-        total = sum(len(waiter.payloads) for waiter in group)
-        if not ok or type(results) is not list or len(results) != total:
-            # Refused, or an entry the state machine could not split (a malformed batch is
-            # one failure for all): every command gets the same outcome.
-            results = [results] * total
-        position = 0
-        for waiter in group:
-            n = len(waiter.payloads)
-            part = results[position : position + n]
-            position += n
-            if waiter.request_id is None:
-                waiter.reply.success(ClientBatchResponse(ok, index, part, error, hint))
-            else:
-                book.command_ids.discard(waiter.request_id)
-                waiter.reply.success(
-                    ClientResponse(waiter.request_id, ok, index, part[0], error, hint)
-                )
+        hint = None if response.ok else self.w.address_of(response.leader_hint)
+        answer(group, response.ok, response.index, response.result, response.error, hint)
+
+    def _take_group(self, request_id: str) -> list[Waiter] | None:
+        book = self.book
+        group = book.waiting.pop(request_id, None)
+        if group is not None:
+            for waiter in group:
+                if waiter.request_id is not None:
+                    book.command_ids.discard(waiter.request_id)
+        return group
+
+    def _waiters_of(self, committed: list[Any]) -> dict[int, list[Waiter]]:
+        """The asks waiting on these committed entries, taken from the book so that the state
+        machine answers them: an entry this node proposed (``core.pending``, read only) is
+        ours if the committed entry at its index has the term we proposed it in; otherwise
+        it was superseded, and the core says so later."""
+        book = self.book
+        if not book.waiting:
+            return {}
+        first, last = committed[0].index, committed[-1].index
+        waiters: dict[int, list[Waiter]] = {}
+        for index, term, request_id in book.core.pending:
+            if index > last:
+                break
+            if index < first or committed[index - first].term != term:
+                continue
+            group = self._take_group(request_id)
+            if group is not None:
+                waiters[index] = group
+        return waiters
 
     def _observe_append(self, up_to: int) -> None:
         appends = self.book.appends

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 from actors import UNHANDLED, Actor, ActorRef
 from consensus.messages import EntryKind
 from consensus.shell.batching import MalformedBatch, decode_commands
+from consensus.shell.book import answer
 from consensus.shell.metrics import NodeMetrics
 from consensus.shell.protocol import Applied, Apply, QueryResponse
 
@@ -93,17 +94,18 @@ class StateMachineActor(Actor):
 
     def receive(self, message: Any, sender: ActorRef | None) -> Any:
         match message:
-            case Apply(entries):
-                self._apply(entries)
+            case Apply(entries, waiters):
+                self._apply(entries, waiters)
                 return None
             case QueryJob():
                 self._query(message)
                 return None
         return UNHANDLED
 
-    def _apply(self, entries: list[Any]) -> None:
-        """Apply a batch of committed entries; ``results`` maps each command entry's index to
-        the list of its commands' results, in order."""
+    def _apply(self, entries: list[Any], waiters: dict[int, list[Any]]) -> None:
+        """Apply a batch of committed entries. The asks in ``waiters`` are answered as soon as
+        their entry is applied; the results of every other command entry go back in
+        ``Applied.results`` (index -> the list of its commands' results, in order)."""
         started = time.perf_counter()
         results: dict[int, Any] = {}
         last = self.applied_index
@@ -117,7 +119,11 @@ class StateMachineActor(Actor):
                 )
             if entry.kind == EntryKind.COMMAND:
                 outcome = self._apply_entry(entry)
-                results[entry.index] = outcome
+                group = waiters.get(entry.index)
+                if group is None:
+                    results[entry.index] = outcome
+                else:
+                    answer(group, True, entry.index, outcome, None, None)
                 commands += len(outcome) if type(outcome) is list else 1
             last = entry.index
         self.applied_index = last

@@ -38,7 +38,8 @@ def test_a_single_command_stays_plain_and_a_batch_round_trips() -> None:
     batch = encode_commands([put, b"", b"\x00\xff"])
     assert batch[0] == BATCH_MARK
     assert decode_commands(batch) == [put, b"", b"\x00\xff"]
-    assert msgpack_kv_key(batch) is None  # kv compaction keeps a batch entry untouched
+    # kv compaction reads the same layout: the puts of a batch are its keys
+    assert msgpack_kv_key(batch) == [msgpack_kv_key(put)]
     # a lone command that starts with the mark is framed, so it cannot be misread
     tricky = bytes([BATCH_MARK]) + b"abc"
     assert encode_commands([tricky]) != tricky
