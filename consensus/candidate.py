@@ -77,6 +77,12 @@ class Candidate:
     def on_persisted(self) -> None:
         """Candidates acknowledge nothing."""
 
+    def config_changed(self) -> None:
+        """Unreachable: a candidate appends nothing."""
+
+    def snapshot_installed(self, index: int) -> None:
+        """Unreachable: only followers install snapshots."""
+
     def handle(self, msg: Any) -> None:
         node = self.node
         if isinstance(msg, AppendEntries | Heartbeat):
@@ -90,6 +96,8 @@ class Candidate:
             self._record(msg.source, msg.granted)
 
     def _record(self, voter: str, granted: bool) -> None:
+        if voter not in self.node.config.voters:
+            return
         (self.granted if granted else self.refused).add(voter)
         self._count()
 

@@ -1,5 +1,14 @@
-"""RaftConfig: the settings of one Raft node (who it is, who its peers are, its timers and its
-replication limits), validated once at construction so the core never meets a nonsense value.
+"""RaftConfig: the settings of one Raft node (who it is, who its peers are, its timers, its
+replication, snapshot and membership limits), validated once at construction so the core never
+meets a nonsense value.
+
+``voters`` and ``learners`` are the *bootstrap* configuration: what a node uses while neither
+its snapshot nor its log holds a configuration entry. Once one does, the core keeps
+``node.config`` in step with the configuration in effect (``dataclasses.replace``), so
+``config.voters``, ``config.peers`` and ``config.quorum`` always describe the current one.
+A node whose id is not among the voters is *joining*: it never campaigns, and waits for a
+leader to add it (a node that is not named must never start a cluster of its own: Copycat's
+split brain at start-up).
 
 All durations are milliseconds of the clock the caller passes as ``now``.
 """
@@ -19,10 +28,12 @@ class ReadMode(enum.Enum):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RaftConfig:
-    """Settings of one node. ``voters`` lists every voting member, this node included."""
+    """Settings of one node. ``voters`` lists every voting member (this node included, unless
+    it is joining an existing cluster), ``learners`` the non-voting members."""
 
     node_id: str
     voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
     election_timeout_min: int = 150
     election_timeout_max: int = 300
     heartbeat_interval: int = 50
@@ -40,16 +51,29 @@ class RaftConfig:
     # How much faster than the leader's clock a follower's clock may run, as a fraction.
     # A lease lasts election_timeout_min * (1 - max_clock_drift) from the round that earned it.
     max_clock_drift: float = 0.1
+    # Snapshots: ask the caller for one when the applied log since the last snapshot passes
+    # this many entries or bytes (0: never ask; the caller may still take one at any time).
+    snapshot_threshold_entries: int = 0
+    snapshot_threshold_bytes: int = 0
+    # Entries kept in the log behind a snapshot, so a follower only a little behind catches
+    # up from the log rather than by a whole snapshot.
+    snapshot_trailing_entries: int = 128
+    snapshot_chunk_bytes: int = 1 << 20  # content bytes per InstallSnapshot message
+    snapshot_retry_interval: int = 200  # probe a follower silent this long during a transfer
+    # Membership: a learner within promote_lag entries of the leader's last index may become
+    # a voter; with auto_promote the leader promotes such learners by itself, one at a time.
+    promote_lag: int = 16
+    auto_promote: bool = True
 
     def __post_init__(self) -> None:
         voters = tuple(self.voters)
+        learners = tuple(self.learners)
         object.__setattr__(self, "voters", voters)
+        object.__setattr__(self, "learners", learners)
         if not self.node_id:
             raise ValueError("node_id must be a non-empty string")
-        if len(set(voters)) != len(voters):
-            raise ValueError(f"voters contains duplicates: {voters}")
-        if self.node_id not in voters:
-            raise ValueError(f"node {self.node_id!r} is not among the voters {voters}")
+        if len(set(voters + learners)) != len(voters) + len(learners):
+            raise ValueError(f"voters {voters} / learners {learners} list a node twice")
         if not 0 < self.heartbeat_interval < self.election_timeout_min:
             raise ValueError(
                 "need 0 < heartbeat_interval < election_timeout_min, got "
@@ -71,11 +95,32 @@ class RaftConfig:
             )
         if not 0.0 <= self.max_clock_drift < 1.0:
             raise ValueError("max_clock_drift is a fraction in [0, 1)")
+        for name in (
+            "snapshot_threshold_entries",
+            "snapshot_threshold_bytes",
+            "snapshot_trailing_entries",
+            "promote_lag",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        for name in ("snapshot_chunk_bytes", "snapshot_retry_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def is_voter(self) -> bool:
+        """Is this node a voter of the configuration these settings describe?"""
+        return self.node_id in self.voters
 
     @property
     def peers(self) -> tuple[str, ...]:
         """The other voters."""
         return tuple(v for v in self.voters if v != self.node_id)
+
+    @property
+    def replicas(self) -> tuple[str, ...]:
+        """Every other member, voter or learner: whom a leader replicates to."""
+        return tuple(v for v in self.voters + self.learners if v != self.node_id)
 
     @property
     def quorum(self) -> int:

@@ -15,6 +15,11 @@ AppendEntries brought entries that are not yet durable, the answer is *owed* and
 caller reports them persisted; one answer then covers every batch written together, so group
 commit on the follower also batches its replies.
 
+``InstallSnapshot`` chunks become ``ChunkWrite`` effects for the caller, who reports what it
+holds (``RaftNode.snapshot_written``); a chunk of a snapshot that brings nothing beyond the
+commit index is answered as done at once. A learner, or any node that is not a voter of its own
+configuration, follows like any other but never starts an election.
+
 The commit index follows the leader's, bounded by ``accepted`` (never past what is known to
 match). Heartbeats carry no log check, only a commit index the leader knows this follower holds
 (its match), and a round number that is echoed back for read confirmation.
@@ -24,15 +29,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from consensus.configuration import Membership, check_entries
 from consensus.errors import RemoteProtocolError
 from consensus.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     TimeoutNow,
 )
 from consensus.ready import Role
+from consensus.snapshots import ChunkWrite
 
 if TYPE_CHECKING:
     from consensus.node import RaftNode
@@ -55,8 +64,20 @@ class Follower:
         return self.election_deadline
 
     def tick(self) -> None:
-        if self.node.now >= self.election_deadline:
-            self.node.start_election("election timeout")
+        node = self.node
+        if node.now >= self.election_deadline:
+            if node.config.is_voter:
+                node.start_election("election timeout")
+            else:
+                # A learner, a removed server or a node waiting to be added: never campaigns.
+                self.election_deadline = node.now + node.random_election_timeout()
+
+    def config_changed(self) -> None:
+        """Nothing to do: whether to campaign is decided when the timer fires."""
+
+    def snapshot_installed(self, index: int) -> None:
+        self.accepted = max(self.accepted, index)
+        self.acked = max(self.acked, index)
 
     def vote_granted(self) -> None:
         # Having just voted, give that candidate a full timeout to win before competing.
@@ -67,7 +88,13 @@ class Follower:
             self._on_append(msg)
         elif isinstance(msg, Heartbeat):
             self._on_heartbeat(msg)
-        elif isinstance(msg, TimeoutNow) and msg.source == self.node.leader_id:
+        elif isinstance(msg, InstallSnapshot):
+            self._on_install_snapshot(msg)
+        elif (
+            isinstance(msg, TimeoutNow)
+            and msg.source == self.node.leader_id
+            and self.node.config.is_voter
+        ):
             self.node.become_candidate(
                 f"leadership transfer from {msg.source}", pre_vote=False, transfer=True
             )
@@ -94,6 +121,60 @@ class Follower:
         # msg.commit is at most what the leader knows we durably hold in agreement with it.
         node.advance_commit(min(msg.commit, node.log.last_index))
         node.send(msg.source, HeartbeatResponse(node.term, node.id, self.round_seen))
+
+    # ------------------------------------------------------------------ InstallSnapshot
+
+    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        self._hear_from_leader(msg.source)
+        node = self.node
+        self.round_seen = max(self.round_seen, msg.round)
+        end = msg.offset + len(msg.data)
+        if (
+            msg.last_index < 1
+            or msg.last_term > msg.term
+            or msg.offset < 0
+            or end > msg.size
+            or (msg.done and end != msg.size)
+        ):
+            raise RemoteProtocolError(
+                f"snapshot ({msg.last_index}, term {msg.last_term}) chunk {msg.offset}+"
+                f"{len(msg.data)} of {msg.size} bytes (done={msg.done}) is inconsistent"
+            )
+        try:
+            membership = Membership.decode(msg.membership)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"snapshot configuration: {exc}") from exc
+        if msg.last_index <= node.commit_index:
+            # Everything it covers is committed here already: nothing to install.
+            node.send(
+                msg.source,
+                InstallSnapshotResponse(
+                    node.term,
+                    node.id,
+                    msg.last_index,
+                    msg.last_term,
+                    msg.offset,
+                    msg.size,
+                    True,
+                    self.round_seen,
+                ),
+            )
+            return
+        node.queue_snapshot_write(
+            ChunkWrite(
+                msg.source,
+                msg.last_index,
+                msg.last_term,
+                msg.size,
+                msg.crc,
+                msg.timestamp,
+                membership,
+                msg.offset,
+                msg.data,
+                msg.done,
+                self.round_seen,
+            )
+        )
 
     # ------------------------------------------------------------------ AppendEntries
 
@@ -195,3 +276,4 @@ def _check_entries(msg: AppendEntries) -> None:
         expected += 1
     if msg.prev_log_index < 0 or msg.leader_commit < 0:
         raise RemoteProtocolError("negative index")
+    check_entries(msg.entries)

@@ -22,8 +22,21 @@ Theory of operation
 * **Check-quorum.** A leader that has not heard from a majority (itself included) within
   ``election_timeout_max`` steps down. Each follower counts as heard at the start of the term,
   so a fresh leader gets a full window rather than being judged by an older term's silence.
-* **Leadership transfer.** Proposals are refused, the target is caught up, then sent
-  ``TimeoutNow``; the attempt is abandoned after ``election_timeout_max``.
+* **Leadership transfer.** Proposals (and membership changes) are refused with a retryable
+  error, the target is caught up, then sent ``TimeoutNow``; the attempt is abandoned after
+  ``election_timeout_max``.
+* **Snapshots.** A follower whose next entry is compacted away gets the latest snapshot in
+  chunks (``consensus.snapshots``): a probe, then one chunk in flight at a time from the offset
+  the follower reports, read by the caller; a silent follower is probed again after
+  ``snapshot_retry_interval``. Once it has installed it, replication goes on from there.
+* **Membership** (``consensus.configuration``). Everyone in the configuration, learners
+  included, is replicated to; only voters count for commit, check-quorum and read rounds, the
+  leader itself only while it is one. A change is accepted only once an entry of this term is
+  committed and no other change is uncommitted. Learners within ``promote_lag`` are promoted
+  (``auto_promote``). A leader that removed itself keeps leading until the change commits,
+  then hands over with ``TimeoutNow`` to the most caught-up voter and steps down; asked to
+  remove itself with ``transfer_first``, it transfers leadership first instead. A removed
+  follower is still sent entries until its removal commits, so it can learn of it.
 """
 
 from __future__ import annotations
@@ -32,8 +45,21 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from consensus.config import ReadMode
+from consensus.configuration import (
+    CONFIGURATION,
+    InvalidChange,
+    Membership,
+    MembershipChange,
+    PromoteLearner,
+    RemoveServer,
+    apply_change,
+)
 from consensus.errors import LocalProtocolError, RemoteProtocolError
 from consensus.messages import (
+    ERROR_CONFIG_IN_PROGRESS,
+    ERROR_INVALID_CHANGE,
+    ERROR_LEARNER_BEHIND,
+    ERROR_OUTCOME_UNKNOWN,
     ERROR_TRANSFERRING,
     AppendEntries,
     AppendEntriesResponse,
@@ -42,11 +68,14 @@ from consensus.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     TimeoutNow,
 )
 from consensus.progress import Progress, ProgressState
 from consensus.reads import ReadTracker
 from consensus.ready import Role
+from consensus.snapshots import ChunkRead
 
 if TYPE_CHECKING:
     from consensus.node import RaftNode
@@ -73,7 +102,7 @@ class Leader:
         now = node.now
         next_index = node.log.last_index + 1
         self.progress = {
-            peer: Progress(next_index, config.max_inflight, now) for peer in config.peers
+            peer: Progress(next_index, config.max_inflight, now) for peer in config.replicas
         }
         self.reads = ReadTracker(config.lease_duration)
         self.term_start = now
@@ -90,9 +119,11 @@ class Leader:
 
     @property
     def deadline(self) -> int:
+        deadline = self.heartbeat_due
         if self.transfer_target is not None:
-            return min(self.heartbeat_due, self.transfer_deadline)
-        return self.heartbeat_due
+            deadline = min(deadline, self.transfer_deadline)
+        snapshot = self.snapshot_deadline
+        return deadline if snapshot is None else min(deadline, snapshot)
 
     def start(self) -> None:
         node = self.node
@@ -151,8 +182,7 @@ class Leader:
             prev_index = progress.next - 1
             prev_term = log.term_at(prev_index)
             if prev_term is None or progress.next < log.first_index:
-                progress.become_snapshot()
-                node.note_need_snapshot(peer)
+                self._start_snapshot(peer, progress)
                 return
             entries = log.slice(
                 progress.next,
@@ -200,7 +230,12 @@ class Leader:
             self.transfer_target = None  # the target did not take over in time: carry on
         if node.config.check_quorum:
             window = node.config.election_timeout_max
-            active = 1 + sum(1 for p in self.progress.values() if now - p.last_heard < window)
+            voters = node.config.voters
+            active = (node.id in voters) + sum(
+                1
+                for peer, p in self.progress.items()
+                if peer in voters and now - p.last_heard < window
+            )
             if active < node.config.quorum:
                 node.become_follower(
                     node.term,
@@ -211,6 +246,24 @@ class Leader:
                 return
         if now >= self.heartbeat_due:
             self.broadcast_heartbeat()
+        retry = node.config.snapshot_retry_interval
+        for peer, progress in self.progress.items():
+            if (
+                progress.state is ProgressState.SNAPSHOT
+                and not progress.reading
+                and (progress.chunk_in_flight is None or now - progress.snapshot_sent_at >= retry)
+            ):
+                self._send_snapshot_probe(peer, progress)
+
+    @property
+    def snapshot_deadline(self) -> int | None:
+        """When the next snapshot probe is due, if a transfer is under way."""
+        due = [
+            p.snapshot_sent_at + self.node.config.snapshot_retry_interval
+            for p in self.progress.values()
+            if p.state is ProgressState.SNAPSHOT
+        ]
+        return min(due) if due else None
 
     def vote_granted(self) -> None:
         """Unreachable: a leader has voted for itself in its term."""
@@ -223,7 +276,9 @@ class Leader:
             self._on_append_response(msg)
         elif isinstance(msg, HeartbeatResponse):
             self._on_heartbeat_response(msg)
-        elif isinstance(msg, AppendEntries | Heartbeat):
+        elif isinstance(msg, InstallSnapshotResponse):
+            self._on_snapshot_response(msg)
+        elif isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot):
             raise RemoteProtocolError(f"claims leadership of term {msg.term}, which we lead")
         # Late vote answers of our own election and the like need nothing.
 
@@ -235,7 +290,9 @@ class Leader:
 
     def _on_append_response(self, msg: AppendEntriesResponse) -> None:
         node = self.node
-        progress = self.progress[msg.source]
+        progress = self.progress.get(msg.source)
+        if progress is None:
+            return
         self._heard(progress, msg.round)
         if msg.success:
             if msg.match_index > node.log.last_index:
@@ -246,6 +303,10 @@ class Leader:
                 self._maybe_commit()
                 if msg.source == self.transfer_target:
                     self._maybe_send_timeout_now()
+                if msg.source in node.config.learners:
+                    self._maybe_promote()
+                if node.role is not self:
+                    return  # stepped down (removed from the configuration)
             self.send_append(msg.source)
             self._tell_commit(msg.source, progress)
             return
@@ -267,7 +328,9 @@ class Leader:
         return last_of_term + 1 if last_of_term is not None else msg.conflict_index
 
     def _on_heartbeat_response(self, msg: HeartbeatResponse) -> None:
-        progress = self.progress[msg.source]
+        progress = self.progress.get(msg.source)
+        if progress is None:
+            return
         self._heard(progress, msg.round)
         if progress.state is ProgressState.PROBE:
             progress.probe_sent = False  # the probe (or its answer) may be lost: probe again
@@ -281,9 +344,15 @@ class Leader:
     def _maybe_commit(self) -> None:
         node = self.node
         log = node.log
-        matches = [log.durable_index, *(p.match for p in self.progress.values())]
+        voters = node.config.voters
+        matches = [p.match for peer, p in self.progress.items() if peer in voters]
+        if node.id in voters:
+            matches.append(log.durable_index)
+        quorum = node.config.quorum
+        if len(matches) < quorum:
+            return
         matches.sort(reverse=True)
-        candidate = matches[node.config.quorum - 1]
+        candidate = matches[quorum - 1]
         if candidate <= node.commit_index or log.term_at(candidate) != node.term:
             return
         node.advance_commit(candidate)
@@ -293,6 +362,8 @@ class Leader:
                 self.broadcast_heartbeat()
         for peer, progress in self.progress.items():
             self._tell_commit(peer, progress)
+        if node.configs.latest_index <= node.commit_index:
+            self._configuration_committed()
 
     def _tell_commit(self, peer: str, progress: Progress) -> None:
         """A follower with nothing in flight would learn a commit index it could use only at
@@ -308,8 +379,11 @@ class Leader:
 
     def _confirm_reads(self) -> None:
         node = self.node
+        voters = node.config.voters
         released = self.reads.confirm(
-            [p.acked_round for p in self.progress.values()], node.config.quorum
+            [p.acked_round for peer, p in self.progress.items() if peer in voters],
+            node.config.quorum,
+            include_self=node.id in voters,
         )
         if released:
             node.reads_to_serve.extend(released)
@@ -334,8 +408,8 @@ class Leader:
 
     def transfer(self, target: str) -> None:
         node = self.node
-        if target not in self.progress:
-            raise LocalProtocolError(f"{target!r} is not a peer of {node.id}")
+        if target not in self.progress or target not in node.config.voters:
+            raise LocalProtocolError(f"{target!r} is not a voting peer of {node.id}")
         self.transfer_target = target
         self.transfer_deadline = node.now + node.config.election_timeout_max
         self.transfer_sent = False
@@ -352,3 +426,200 @@ class Leader:
             self.lease_allowed = False
             node.send(target, TimeoutNow(node.term, node.id))
             self.transfer_sent = True
+
+    # ------------------------------------------------------------------ membership
+
+    def change_membership(self, request_id: str, change: MembershipChange) -> None:
+        node = self.node
+        if self.transfer_target is not None:
+            node.reply(request_id, ERROR_TRANSFERRING, hint=self.transfer_target)
+            return
+        if not self.committed_in_term or node.configs.uncommitted(node.commit_index):
+            node.reply(request_id, ERROR_CONFIG_IN_PROGRESS)
+            return
+        try:
+            new = apply_change(node.membership, change)
+        except InvalidChange as exc:
+            node.reply(request_id, ERROR_INVALID_CHANGE, detail=str(exc))
+            return
+        if isinstance(change, PromoteLearner) and not self._caught_up(change.node):
+            node.reply(request_id, ERROR_LEARNER_BEHIND)
+            return
+        if isinstance(change, RemoveServer) and change.node == node.id and change.transfer_first:
+            successor = self._successor(new)
+            if successor is not None:
+                self.transfer(successor)
+                node.reply(request_id, ERROR_TRANSFERRING, hint=successor)
+                return
+        self._append_configuration(new, request_id)
+
+    def _append_configuration(self, new: Membership, request_id: str | None) -> None:
+        node = self.node
+        (entry,) = self._append([(CONFIGURATION, new.encode())])
+        if request_id is not None:
+            node.pending.append((entry.index, node.term, request_id))
+        self.broadcast_append()
+
+    def _caught_up(self, peer: str) -> bool:
+        progress = self.progress.get(peer)
+        return (
+            progress is not None
+            and progress.match >= self.node.log.last_index - self.node.config.promote_lag
+        )
+
+    def _successor(self, membership: Membership) -> str | None:
+        """The voter of ``membership`` (other than us) with the longest matching log."""
+        candidates = [v for v in membership.voters if v != self.node.id and v in self.progress]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda v: (self.progress[v].match, v))
+
+    def _maybe_promote(self) -> None:
+        node = self.node
+        if (
+            not node.config.auto_promote
+            or self.transfer_target is not None
+            or not self.committed_in_term
+            or node.configs.uncommitted(node.commit_index)
+        ):
+            return
+        for learner in node.config.learners:
+            if self._caught_up(learner):
+                self._append_configuration(
+                    apply_change(node.membership, PromoteLearner(learner)), None
+                )
+                return
+
+    def config_changed(self) -> None:
+        """The configuration in effect changed (we appended it): track new members; members
+        removed keep their progress until the change commits, so they can learn of it."""
+        node = self.node
+        config = node.config
+        next_index = node.log.last_index + 1
+        for peer in config.replicas:
+            if peer not in self.progress:
+                self.progress[peer] = Progress(next_index, config.max_inflight, node.now)
+        # A lease rests on a majority of the configuration that earned it.
+        self.reads.lease_until = None
+
+    def _configuration_committed(self) -> None:
+        node = self.node
+        members = set(node.config.voters) | set(node.config.learners)
+        for peer in [p for p in self.progress if p not in members]:
+            del self.progress[peer]
+        if node.id not in node.config.voters:
+            self._step_down_removed()
+            return
+        self._maybe_promote()
+
+    def _step_down_removed(self) -> None:
+        """We removed ourselves and that is committed: hand over and step down."""
+        node = self.node
+        successor = self._successor(node.membership)
+        if successor is not None and self.progress[successor].match >= node.configs.latest_index:
+            node.send(successor, TimeoutNow(node.term, node.id))
+        # Entries after the change may still commit under the next leader; we will not hear.
+        while node.pending and node.pending[-1][0] > node.commit_index:
+            node.reply(node.pending.pop()[2], ERROR_OUTCOME_UNKNOWN)
+        node.become_follower(node.term, None, "removed from the configuration")
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_installed(self, index: int) -> None:
+        """Unreachable: only followers install snapshots."""
+
+    def _start_snapshot(self, peer: str, progress: Progress) -> None:
+        node = self.node
+        node.note_need_snapshot(peer)
+        if node.snapshot is None:
+            return  # unreachable: a compacted log always has its snapshot
+        progress.become_snapshot(node.snapshot)
+        self._send_snapshot_probe(peer, progress)
+
+    def _send_snapshot_probe(self, peer: str, progress: Progress) -> None:
+        """An empty chunk: the follower answers with the offset it holds."""
+        self._send_chunk(peer, progress, progress.snapshot_offset, b"")
+
+    def _send_chunk(self, peer: str, progress: Progress, offset: int, data: bytes) -> None:
+        node = self.node
+        snapshot = progress.snapshot
+        assert snapshot is not None
+        node.send(
+            peer,
+            InstallSnapshot(
+                node.term,
+                node.id,
+                snapshot.index,
+                snapshot.term,
+                snapshot.size,
+                snapshot.crc,
+                snapshot.timestamp,
+                snapshot.membership.encode(),
+                offset,
+                data,
+                bool(data or snapshot.size == 0) and offset + len(data) >= snapshot.size,
+                self.reads.round,
+            ),
+        )
+        progress.chunk_in_flight = offset
+        progress.snapshot_sent_at = node.now
+
+    def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
+        progress = self.progress.get(msg.source)
+        if progress is None:
+            return
+        self._heard(progress, msg.round)
+        snapshot = progress.snapshot
+        if (
+            progress.state is not ProgressState.SNAPSHOT
+            or snapshot is None
+            or (msg.last_index, msg.last_term) != (snapshot.index, snapshot.term)
+            or msg.chunk_offset != progress.chunk_in_flight
+        ):
+            return  # an answer to a chunk or probe we no longer wait for
+        progress.chunk_in_flight = None
+        if msg.done:
+            progress.snapshot_done(msg.last_index)
+            self.send_append(msg.source)
+            return
+        if not 0 <= msg.offset <= snapshot.size:
+            raise RemoteProtocolError(
+                f"holds {msg.offset} bytes of a {snapshot.size}-byte snapshot"
+            )
+        progress.snapshot_offset = msg.offset
+        progress.reading = True
+        self.node.queue_snapshot_read(
+            ChunkRead(
+                msg.source,
+                snapshot.index,
+                snapshot.term,
+                msg.offset,
+                self.node.config.snapshot_chunk_bytes,
+            )
+        )
+
+    def snapshot_chunk(self, read: ChunkRead, data: bytes | None) -> None:
+        progress = self.progress.get(read.peer)
+        snapshot = progress.snapshot if progress is not None else None
+        if (
+            progress is None
+            or snapshot is None
+            or not progress.reading
+            or (read.index, read.term, read.offset)
+            != (snapshot.index, snapshot.term, progress.snapshot_offset)
+        ):
+            return  # the transfer moved on (finished, restarted, or the peer left)
+        progress.reading = False
+        if data is None:
+            # That snapshot is gone from the store: start over with the latest one.
+            progress.become_probe()
+            self.send_append(read.peer)
+            return
+        if len(data) > read.max_bytes or read.offset + len(data) > snapshot.size:
+            raise LocalProtocolError(
+                f"chunk of {len(data)} bytes at {read.offset} does not fit the read "
+                f"({read.max_bytes} max) or the snapshot ({snapshot.size} bytes)"
+            )
+        if not data and read.offset < snapshot.size:
+            raise LocalProtocolError(f"empty chunk read at {read.offset} of {snapshot.size}")
+        self._send_chunk(read.peer, progress, read.offset, data)

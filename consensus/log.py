@@ -3,9 +3,9 @@
 The core only *reads* storage (:class:`LogReader`); it never writes it. Writes are effects in
 a ``Ready`` (truncate after an index, append entries) that the caller performs through
 :class:`LogStorage`, the shape of ``wal.SegmentedLog`` (``append``, ``get``, ``read_range``,
-``truncate_after``, ``compact_through``). Entries the caller has not yet reported durable are
-held by the core itself (see ``consensus.raftlog``), so storage only ever needs to answer for
-what it holds.
+``truncate_after``, ``compact_through``, ``reset``). Entries the caller has not yet reported
+durable are held by the core itself (see ``consensus.raftlog``), so storage only ever needs
+to answer for what it holds.
 
 Indexes start at 1; index 0 is the empty log's sentinel with term 0. After compaction the
 *snapshot boundary* is ``first_index - 1``: ``term_at(first_index - 1)`` still answers with
@@ -60,6 +60,10 @@ class LogStorage(LogReader, Protocol):
     def truncate_after(self, index: int) -> None: ...
 
     def compact_through(self, index: int) -> None: ...
+
+    def reset(self, index: int, term: int) -> None:
+        """Discard the whole log; it continues after a snapshot ending at (index, term)."""
+        ...
 
 
 class MemoryLog:
@@ -147,6 +151,15 @@ class MemoryLog:
         term = self.term_at(index)
         assert term is not None
         del self._entries[: index - self._compacted_index]
+        self._compacted_index = index
+        self._compacted_term = term
+
+    def reset(self, index: int, term: int) -> None:
+        if index < self._compacted_index:
+            raise ValueError(
+                f"cannot reset to {index}: below the compacted prefix {self._compacted_index}"
+            )
+        self._entries.clear()
         self._compacted_index = index
         self._compacted_term = term
 

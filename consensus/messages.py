@@ -15,6 +15,10 @@ Theory of operation
   entries it has *persisted*. A rejection carries hints (``conflict_index``, ``conflict_term``,
   ``last_index``) so that the leader skips a whole conflicting term, or the whole missing
   suffix, per round trip.
+* Snapshots: a follower behind the leader's first log index gets ``InstallSnapshot`` chunks
+  (never the whole snapshot in one message), each answered by ``InstallSnapshotResponse``
+  naming the byte offset the follower holds durably, so a transfer cut by a partition or a
+  crash resumes where it stopped (see ``consensus.snapshots``).
 * ``Heartbeat`` has no log check: it carries the commit index the follower is known to hold
   (min of its match and the leader's commit) and a *round* number. Every message a leader
   sends carries its current round; a follower echoes the highest round it saw, and a round
@@ -35,10 +39,15 @@ from actors.wire import message
 from wal.entry import EntryKind
 
 __all__ = [
+    "ERROR_CONFIG_IN_PROGRESS",
+    "ERROR_INVALID_CHANGE",
+    "ERROR_LEARNER_BEHIND",
     "ERROR_NOT_LEADER",
+    "ERROR_OUTCOME_UNKNOWN",
     "ERROR_SUPERSEDED",
     "ERROR_TRANSFERRING",
     "PEER_MESSAGES",
+    "RETRYABLE_ERRORS",
     "AppendEntries",
     "AppendEntriesResponse",
     "ClientCommand",
@@ -47,6 +56,8 @@ __all__ = [
     "EntryKind",
     "Heartbeat",
     "HeartbeatResponse",
+    "InstallSnapshot",
+    "InstallSnapshotResponse",
     "PeerMessage",
     "PreVote",
     "PreVoteResponse",
@@ -162,6 +173,46 @@ class TimeoutNow:
     source: str
 
 
+@message("raft.install_snapshot")
+class InstallSnapshot:
+    """One chunk of the snapshot ending at (``last_index``, ``last_term``): ``data`` is its
+    content from byte ``offset``; ``done`` marks the last chunk. An empty chunk asks the
+    follower where it stands (the first message of every transfer, and the retry after
+    silence). ``size`` and ``crc`` (crc32c) describe the whole content so the follower can
+    verify what it assembled; ``membership`` is the configuration at ``last_index``
+    (``consensus.configuration.Membership.encode``)."""
+
+    term: int
+    source: str
+    last_index: int
+    last_term: int
+    size: int
+    crc: int
+    timestamp: int  # the leader timestamp of entry last_index
+    membership: bytes
+    offset: int
+    data: bytes
+    done: bool
+    round: int
+
+
+@message("raft.install_snapshot_response")
+class InstallSnapshotResponse:
+    """The follower holds ``offset`` bytes of snapshot (``last_index``, ``last_term``)
+    durably (``done``: it has installed it, or already had everything it covers).
+    ``chunk_offset`` echoes the offset of the chunk answered, so the leader can tell a stale
+    answer from the one it waits for."""
+
+    term: int
+    source: str
+    last_index: int
+    last_term: int
+    chunk_offset: int
+    offset: int
+    done: bool
+    round: int
+
+
 @message("raft.client_command")
 class ClientCommand:
     """A command a client wants applied; ``request_id`` correlates the response."""
@@ -187,6 +238,24 @@ class ClientResponse:
 ERROR_NOT_LEADER = "not_leader"
 ERROR_SUPERSEDED = "superseded"  # the entry was overwritten by a later leader's log
 ERROR_TRANSFERRING = "leadership_transfer"  # the leader is handing over; retry at the new one
+# A membership change while another is uncommitted, or before the leader committed an entry
+# of its own term: retry shortly.
+ERROR_CONFIG_IN_PROGRESS = "config_change_in_progress"
+ERROR_LEARNER_BEHIND = "learner_behind"  # promotion refused until the learner catches up
+ERROR_INVALID_CHANGE = "invalid_membership_change"  # not retryable: the change makes no sense
+# The entry's slot was overwritten by an installed snapshot: it may or may not have been
+# applied. Retry with a session (exactly once) or check.
+ERROR_OUTCOME_UNKNOWN = "outcome_unknown"
+RETRYABLE_ERRORS = frozenset(
+    {
+        ERROR_NOT_LEADER,
+        ERROR_SUPERSEDED,
+        ERROR_TRANSFERRING,
+        ERROR_CONFIG_IN_PROGRESS,
+        ERROR_LEARNER_BEHIND,
+        ERROR_OUTCOME_UNKNOWN,
+    }
+)
 
 PEER_MESSAGES = (
     PreVote,
@@ -198,6 +267,8 @@ PEER_MESSAGES = (
     Heartbeat,
     HeartbeatResponse,
     TimeoutNow,
+    InstallSnapshot,
+    InstallSnapshotResponse,
 )
 PeerMessage = (
     PreVote
@@ -209,4 +280,6 @@ PeerMessage = (
     | Heartbeat
     | HeartbeatResponse
     | TimeoutNow
+    | InstallSnapshot
+    | InstallSnapshotResponse
 )

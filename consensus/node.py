@@ -23,25 +23,38 @@ Time and chance are inputs: ``now`` (ms) is passed to every call (and never goes
 inside the core), and election timeouts are drawn from the ``random.Random`` handed in, so a
 seed fixes a whole run.
 
+Membership: a message that could disrupt a leader (a vote or pre-vote request) is ignored
+unless its sender is a voter of this node's configuration, and answers from non-members are
+ignored, so a removed server cannot depose anyone; leader traffic (appends, heartbeats,
+snapshots) is accepted from any sender, since a node being added does not know its leader as
+a member yet. A node that is not a voter of its own configuration never campaigns. See
+``consensus.configuration`` for how configurations change.
+
+Snapshots: see ``consensus.snapshots`` for the flow; this class holds the latest snapshot the
+caller reported, asks for new ones, hands out compaction, and installs received ones.
+
 State shared by all roles lives here: the hard state (term, vote), the log view, the commit
-and apply indexes, the client proposals awaiting their results, and the reads waiting to be
-served once the state machine catches up.
+and apply indexes, the configuration, the latest snapshot, the client proposals awaiting their
+results, and the reads waiting to be served once the state machine catches up.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from consensus.candidate import Candidate
 from consensus.config import RaftConfig
+from consensus.configuration import CONFIGURATION, ConfigState, Membership, MembershipChange
 from consensus.errors import IllegalTransition, LocalProtocolError, RemoteProtocolError
 from consensus.follower import Follower
 from consensus.leader import Leader
 from consensus.log import LogReader
 from consensus.messages import (
     ERROR_NOT_LEADER,
+    ERROR_OUTCOME_UNKNOWN,
     ERROR_SUPERSEDED,
     PEER_MESSAGES,
     AppendEntries,
@@ -51,6 +64,8 @@ from consensus.messages import (
     Entry,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     PreVote,
     PreVoteResponse,
     RequestVote,
@@ -58,11 +73,21 @@ from consensus.messages import (
 )
 from consensus.raftlog import RaftLog
 from consensus.ready import HardState, ReadState, Ready, Role, RoleChange
+from consensus.snapshots import ChunkRead, ChunkWrite, SnapshotInfo, SnapshotInstall
 
 if TYPE_CHECKING:
     import random
 
 RoleBehaviour = Follower | Candidate | Leader
+# Answers: from a sender that is no member they are ignored (a removed server's higher term
+# must not depose anyone), unless the leader still tracks it (it is being removed).
+RESPONSES = (
+    PreVoteResponse,
+    RequestVoteResponse,
+    AppendEntriesResponse,
+    HeartbeatResponse,
+    InstallSnapshotResponse,
+)
 
 ALLOWED_TRANSITIONS: dict[Role, frozenset[Role]] = {
     Role.FOLLOWER: frozenset({Role.FOLLOWER, Role.CANDIDATE}),
@@ -82,8 +107,8 @@ class RaftNode:
         hard_state: HardState,
         rng: random.Random,
         now: int,
+        snapshot: SnapshotInfo | None = None,
     ) -> None:
-        self.config = config
         self.id = config.node_id
         self.rng = rng
         self.now = now
@@ -91,17 +116,49 @@ class RaftNode:
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
         self._hard_state_dirty = False
-        # Entries up to the snapshot boundary are committed and (by the snapshot) applied.
-        self.commit_index = storage.first_index - 1
-        self.applied_index = self.commit_index  # reported applied by the caller
-        self._handed_out_index = self.commit_index  # given to the caller to apply
+        boundary = storage.first_index - 1
+        if snapshot is None and boundary > 0:
+            raise LocalProtocolError(
+                f"{self.id}: the log is compacted through {boundary}; the snapshot covering it "
+                "must be given"
+            )
+        if snapshot is not None and (
+            snapshot.index < boundary or storage.term_at(snapshot.index) != snapshot.term
+        ):
+            raise LocalProtocolError(
+                f"{self.id}: the log ({boundary + 1}..{storage.last_index}) does not continue "
+                f"the snapshot at ({snapshot.index}, term {snapshot.term}); reconcile it first "
+                "(consensus.snapshots.reconcile_log)"
+            )
+        # The latest snapshot the caller holds (what a follower behind the log is sent).
+        self.snapshot = snapshot
+        start = snapshot.index if snapshot is not None else boundary
+        # Entries up to the snapshot are committed and (by the snapshot) applied.
+        self.commit_index = start
+        self.applied_index = start  # reported applied by the caller
+        self._handed_out_index = start  # given to the caller to apply
+        self._compacted = boundary  # the log prefix the caller was told to drop
+        self._compact_target = boundary
+        self._snapshot_asked_at: tuple[int, int] | None = None  # (applied index, bytes) then
+        self._applied_bytes = 0  # bytes of entries handed out to apply since the snapshot
+        base = (
+            snapshot.membership
+            if snapshot is not None
+            else Membership(config.voters, config.learners)
+        )
+        self.configs = ConfigState(base, start)
+        self._load_configs(storage, start)
+        self.config = config
+        self._sync_config()
         self.leader_id: str | None = None
         self.leader_contact_at = now
         # A node just (re)started may have acknowledged a leader's lease before it crashed and
         # cannot remember; it ignores vote requests for one minimum election timeout, as if it
         # had just heard from that leader, so leases stay safe across restarts.
         self._vote_hold_until = now + config.election_timeout_min
-        self.last_timestamp = self._read_last_timestamp(storage)
+        self.last_timestamp = max(
+            self._read_last_timestamp(storage), snapshot.timestamp if snapshot else 0
+        )
         # client commands appended by this node and not yet resolved: (index, term, request id)
         self.pending: collections.deque[tuple[int, int, str]] = collections.deque()
         # confirmed reads waiting for the state machine: (read index, request id)
@@ -195,7 +252,7 @@ class RaftNode:
         is bound by leader stickiness like any other, or a forced campaign could elect a
         second leader while the first one's read lease is still running."""
         self._advance_clock(now)
-        if not isinstance(self.role, Leader) and not self.in_lease():
+        if not isinstance(self.role, Leader) and not self.in_lease() and self.config.is_voter:
             self.start_election("campaign requested")
         return self._ready()
 
@@ -206,6 +263,131 @@ class RaftNode:
             raise LocalProtocolError(f"{self.id} is not leader; it cannot transfer leadership")
         self.role.transfer(target)
         return self._ready()
+
+    def change_membership(self, request_id: str, change: MembershipChange, now: int) -> Ready:
+        """A membership change (``consensus.configuration``): add a learner, promote one,
+        remove a server. Answered in ``Ready.results`` under ``request_id``: ok once the
+        configuration entry is applied, or refused (not leader, another change in progress,
+        learner behind, leadership transfer under way: all retryable; an invalid change)."""
+        self._advance_clock(now)
+        if isinstance(self.role, Leader):
+            self.role.change_membership(request_id, change)
+        else:
+            self.reply(request_id, ERROR_NOT_LEADER)
+        return self._ready()
+
+    # ================================================================== snapshots
+
+    def snapshot_point(self, index: int) -> SnapshotInfo:
+        """What a snapshot of the state machine at applied ``index`` must record: term,
+        timestamp and configuration (``size`` and ``crc`` are the caller's to fill in)."""
+        low = self.snapshot.index if self.snapshot is not None else self.log.first_index - 1
+        if not low <= index <= self.applied_index:
+            raise LocalProtocolError(
+                f"{self.id}: a snapshot point must be applied and not compacted: "
+                f"{index} outside {low}..{self.applied_index}"
+            )
+        if self.snapshot is not None and index == self.snapshot.index:
+            return dataclasses.replace(self.snapshot, size=0, crc=0)
+        (entry,) = self.log.slice(index, index + 1, 1, 1 << 62)
+        return SnapshotInfo(index, entry.term, self.configs.at(index), 0, 0, entry.timestamp)
+
+    def snapshot_taken(self, info: SnapshotInfo, now: int) -> Ready:
+        """The caller made a snapshot durable (from :meth:`snapshot_point`, with its size and
+        crc): it becomes the one sent to followers, and the log prefix it covers may go."""
+        self._advance_clock(now)
+        if info.index > self.applied_index:
+            raise LocalProtocolError(
+                f"{self.id}: snapshot at {info.index} beyond the applied index {self.applied_index}"
+            )
+        if self.snapshot is not None and info.index <= self.snapshot.index:
+            return self._ready()  # not newer than the one we have
+        term = self.log.term_at(info.index)
+        if term is not None and term != info.term:
+            raise LocalProtocolError(
+                f"{self.id}: snapshot at {info.index} names term {info.term}; the log has {term}"
+            )
+        self.snapshot = info
+        self.configs.compact(info.index)
+        self._compact_target = max(
+            self._compact_target, info.index - self.config.snapshot_trailing_entries
+        )
+        self._snapshot_asked_at = None
+        self._applied_bytes = 0
+        return self._ready()
+
+    def snapshot_chunk(self, read: ChunkRead, data: bytes | None, now: int) -> Ready:
+        """Leader: the chunk a :class:`ChunkRead` asked for (None: that snapshot is gone)."""
+        self._advance_clock(now)
+        if isinstance(self.role, Leader):
+            self.role.snapshot_chunk(read, data)
+        return self._ready()
+
+    def snapshot_written(self, write: ChunkWrite, offset: int, complete: bool, now: int) -> Ready:
+        """Follower: after carrying out a :class:`ChunkWrite`, the store holds ``offset``
+        bytes of that snapshot durably; ``complete`` once the whole file is finished."""
+        self._advance_clock(now)
+        role = self.role
+        if complete:
+            if not isinstance(role, Follower):
+                return self._ready()  # no longer following that leader: keep the file only
+            if write.index > self._handed_out_index:
+                self._install(write)
+            offset = write.size
+        if write.leader != self.id:
+            self.send(
+                write.leader,
+                InstallSnapshotResponse(
+                    self.term,
+                    self.id,
+                    write.index,
+                    write.term,
+                    write.offset,
+                    offset,
+                    complete,
+                    role.round_seen if isinstance(role, Follower) else write.round,
+                ),
+            )
+        return self._ready()
+
+    def _install(self, write: ChunkWrite) -> None:
+        """Replace the state machine and the log prefix with a received snapshot."""
+        info = SnapshotInfo(
+            write.index, write.term, write.membership, write.size, write.crc, write.timestamp
+        )
+        index = info.index
+        keep = self.log.term_at(index) == info.term and index <= self.log.durable_index
+        # Our proposals whose entries the state machine will now never apply one by one:
+        # those past what was handed out and covered by the snapshot have an unknown fate;
+        # those past the snapshot on a log being reset are gone.
+        kept: collections.deque[tuple[int, int, str]] = collections.deque()
+        for entry_index, term, request_id in self.pending:
+            if entry_index <= self._handed_out_index:
+                kept.append((entry_index, term, request_id))
+            elif entry_index <= index:
+                self.reply(request_id, ERROR_OUTCOME_UNKNOWN)
+            elif keep:
+                kept.append((entry_index, term, request_id))
+            else:
+                self.reply(request_id, ERROR_SUPERSEDED)
+        self.pending = kept
+        before = self.configs.current
+        if keep:
+            self.configs.compact(index)
+        else:
+            self.log.reset(index, info.term)
+            self.configs.reset(info.membership, index)
+            self.last_timestamp = max(self.last_timestamp, info.timestamp)
+        self.snapshot = info
+        self.commit_index = max(self.commit_index, index)
+        self.applied_index = self._handed_out_index = index
+        self._compacted = self._compact_target = max(self._compacted, index)
+        self._snapshot_asked_at = None
+        self._applied_bytes = 0
+        self.role.snapshot_installed(index)
+        self._out.install_snapshot = SnapshotInstall(info, reset_log=not keep)
+        if self.configs.current != before:
+            self._config_changed()
 
     # ================================================================== inspection
 
@@ -221,11 +403,31 @@ class RaftNode:
     def is_leader(self) -> bool:
         return isinstance(self.role, Leader)
 
+    @property
+    def membership(self) -> Membership:
+        """The configuration in effect (the newest in the log, committed or not)."""
+        return self.configs.current
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in effect after entry ``index`` (not below the snapshot)."""
+        return self.configs.at(index)
+
     # ================================================================== shared rules
 
     def _step(self, msg: Any) -> None:
-        if msg.source == self.id or msg.source not in self.config.voters:
-            raise RemoteProtocolError(f"{msg.source!r} is not a peer of {self.id}")
+        source = msg.source
+        if source == self.id:
+            raise RemoteProtocolError(f"{source!r} claims to be {self.id} itself")
+        if isinstance(msg, PreVote | RequestVote):
+            if source not in self.config.voters:
+                raise RemoteProtocolError(f"{source!r} asks for votes but is no voter here")
+        elif (
+            isinstance(msg, RESPONSES)
+            and source not in self.config.voters
+            and source not in self.config.learners
+            and not (isinstance(self.role, Leader) and source in self.role.progress)
+        ):
+            raise RemoteProtocolError(f"{source!r} is not a member of {self.id}'s configuration")
         if msg.term > self.term:
             disruptive = isinstance(msg, PreVote) or (
                 isinstance(msg, RequestVote) and not msg.transfer
@@ -235,7 +437,8 @@ class RaftNode:
             if isinstance(msg, PreVote) or (isinstance(msg, PreVoteResponse) and msg.granted):
                 pass  # pre-votes never change anyone's term
             else:
-                leader = msg.source if isinstance(msg, AppendEntries | Heartbeat) else None
+                claims = isinstance(msg, AppendEntries | Heartbeat | InstallSnapshot)
+                leader = msg.source if claims else None
                 self.become_follower(
                     msg.term, leader, f"{type(msg).__name__} from {msg.source} at term {msg.term}"
                 )
@@ -259,6 +462,13 @@ class RaftNode:
             )
         elif isinstance(msg, Heartbeat):
             self.send(msg.source, HeartbeatResponse(self.term, self.id, 0))
+        elif isinstance(msg, InstallSnapshot):
+            self.send(
+                msg.source,
+                InstallSnapshotResponse(
+                    self.term, self.id, msg.last_index, msg.last_term, msg.offset, 0, False, 0
+                ),
+            )
         elif isinstance(msg, PreVote):
             self.send(msg.source, PreVoteResponse(self.term, self.id, False))
         elif isinstance(msg, RequestVote):
@@ -341,6 +551,8 @@ class RaftNode:
         self.role.start()
 
     def start_election(self, reason: str) -> None:
+        if not self.config.is_voter:
+            raise LocalProtocolError(f"{self.id} is no voter; it must never campaign ({reason})")
         self.become_candidate(reason, pre_vote=self.config.pre_vote)
 
     def _leave_role(self) -> None:
@@ -353,9 +565,13 @@ class RaftNode:
     def send(self, to: str, message: Any) -> None:
         self._out.messages.append((to, message))
 
-    def reply(self, request_id: str, error: str) -> None:
+    def reply(
+        self, request_id: str, error: str, *, hint: str | None = None, detail: Any = None
+    ) -> None:
         """Refuse a client command with ``error`` and a hint of who leads."""
-        self._out.results.append(ClientResponse(request_id, False, 0, None, error, self.leader_id))
+        self._out.results.append(
+            ClientResponse(request_id, False, 0, detail, error, hint or self.leader_id)
+        )
 
     def random_election_timeout(self) -> int:
         return self.rng.randrange(
@@ -366,13 +582,50 @@ class RaftNode:
         self.commit_index = max(self.commit_index, index)
 
     def appended(self, entries: Sequence[Entry]) -> None:
-        """Entries were put at the end of the log (by either role)."""
+        """Entries were put at the end of the log (by either role), replacing any suffix
+        from the first one: configurations take effect (or are reverted) at once."""
         self.last_timestamp = entries[-1].timestamp
+        configs = self.configs
+        touches = (configs.indexes and configs.indexes[-1] >= entries[0].index) or any(
+            entry.kind == CONFIGURATION for entry in entries
+        )
+        if touches and configs.appended(entries):
+            self._config_changed()
+
+    def _config_changed(self) -> None:
+        self._sync_config()
+        self._out.membership = self.configs.current
+        self.role.config_changed()
+
+    def _sync_config(self) -> None:
+        current = self.configs.current
+        if (current.voters, current.learners) != (self.config.voters, self.config.learners):
+            self.config = dataclasses.replace(
+                self.config, voters=current.voters, learners=current.learners
+            )
+
+    def _load_configs(self, storage: LogReader, start: int) -> None:
+        """The configuration entries of the log after the snapshot (one streamed pass)."""
+        last = storage.last_index
+        if last <= start:
+            return
+        for entry in storage.entries(start + 1, last + 1, 1 << 62):
+            if entry.kind == CONFIGURATION:
+                try:
+                    self.configs.appended([entry])
+                except RemoteProtocolError as exc:
+                    raise LocalProtocolError(f"{self.id}: the log's {exc}") from exc
 
     def supersede_pending_from(self, index: int) -> None:
         """The log is being cut at ``index``: our proposals from there on were lost."""
         while self.pending and self.pending[-1][0] >= index:
             self.reply(self.pending.pop()[2], ERROR_SUPERSEDED)
+
+    def queue_snapshot_write(self, write: ChunkWrite) -> None:
+        self._out.snapshot_writes.append(write)
+
+    def queue_snapshot_read(self, read: ChunkRead) -> None:
+        self._out.snapshot_reads.append(read)
 
     def note_need_snapshot(self, peer: str) -> None:
         if peer not in self._out.need_snapshot:
@@ -404,13 +657,36 @@ class RaftNode:
                 self._handed_out_index + 1, limit + 1, limit - self._handed_out_index, 1 << 62
             )
             self._handed_out_index = limit
+            self._applied_bytes += sum(entry.size for entry in out.committed)
         out.commit_index = self.commit_index
+        compact = min(self._compact_target, self.log.durable_index)
+        if compact > self._compacted:
+            out.compact_through = self._compacted = compact
+        out.snapshot_wanted = self._wants_snapshot()
         serve = self.reads_to_serve
         while serve and serve[0][0] <= self.applied_index:
             read_index, request_id = serve.popleft()
             out.reads.append(ReadState(request_id, True, read_index))
         out.deadline = self.role.deadline
         return out
+
+    def _wants_snapshot(self) -> bool:
+        """Has the applied log grown past a threshold since the snapshot (or since we last
+        asked, if the caller did not deliver)?"""
+        config = self.config
+        entries, size = config.snapshot_threshold_entries, config.snapshot_threshold_bytes
+        if not entries and not size:
+            return False
+        base_index, base_bytes = self._snapshot_asked_at or (
+            self.snapshot.index if self.snapshot is not None else self.log.first_index - 1,
+            0,
+        )
+        if (entries and self.applied_index - base_index >= entries) or (
+            size and self._applied_bytes - base_bytes >= size
+        ):
+            self._snapshot_asked_at = (self.applied_index, self._applied_bytes)
+            return True
+        return False
 
     def __repr__(self) -> str:
         return (

@@ -12,7 +12,9 @@ A follower is in one of three states:
   ``next`` as it sends, with at most ``max_inflight`` batches unacknowledged (the *inflight
   window*). An acknowledgement up to index ``i`` frees every batch ending at or before ``i``.
 * ``SNAPSHOT``: ``next`` fell below the leader's first log index (compacted); only a snapshot
-  can catch the follower up.
+  can catch the follower up. ``snapshot`` is the one being sent, ``snapshot_offset`` the
+  byte offset the follower last said it holds (the next chunk starts there), and
+  ``chunk_in_flight`` the offset of the chunk (or probe) awaiting an answer, if any.
 
 A rejection names the ``prev_log_index`` it rejected; one that is no longer the question the
 leader is asking (an older probe, or a batch below the known match) is stale and ignored, so
@@ -23,6 +25,10 @@ from __future__ import annotations
 
 import collections
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from consensus.snapshots import SnapshotInfo
 
 
 class ProgressState(enum.Enum):
@@ -34,6 +40,7 @@ class ProgressState(enum.Enum):
 class Progress:
     __slots__ = (
         "acked_round",
+        "chunk_in_flight",
         "commit_sent",
         "inflight",
         "last_heard",
@@ -41,6 +48,10 @@ class Progress:
         "max_inflight",
         "next",
         "probe_sent",
+        "reading",
+        "snapshot",
+        "snapshot_offset",
+        "snapshot_sent_at",
         "state",
     )
 
@@ -57,6 +68,11 @@ class Progress:
         self.last_heard = now
         self.acked_round = 0
         self.commit_sent = 0  # the highest commit index this follower was sent
+        self.snapshot: SnapshotInfo | None = None
+        self.snapshot_offset = 0
+        self.snapshot_sent_at = 0
+        self.chunk_in_flight: int | None = None
+        self.reading = False  # a chunk read was asked of the caller and not yet answered
 
     # ---------------------------------------------------------------- state changes
 
@@ -71,9 +87,22 @@ class Progress:
         self.inflight.clear()
         self.next = self.match + 1
 
-    def become_snapshot(self) -> None:
+    def become_snapshot(self, snapshot: SnapshotInfo) -> None:
         self.state = ProgressState.SNAPSHOT
         self.inflight.clear()
+        self.snapshot = snapshot
+        self.snapshot_offset = 0
+        self.chunk_in_flight = None
+        self.reading = False
+
+    def snapshot_done(self, index: int) -> None:
+        """The follower holds everything through ``index`` (it installed the snapshot)."""
+        self.snapshot = None
+        self.chunk_in_flight = None
+        self.reading = False
+        self.match = max(self.match, index)
+        self.next = self.match + 1
+        self.become_probe()
 
     # ---------------------------------------------------------------- flow control
 
@@ -123,6 +152,8 @@ class Progress:
     def rejected(self, reject_index: int, hint_next: int) -> bool:
         """The follower rejected AppendEntries at prev ``reject_index``; ``hint_next`` is where
         the leader's search says to try next. False (and no change) if the reply is stale."""
+        if self.state is ProgressState.SNAPSHOT:
+            return False  # a late answer to an append sent before the transfer began
         if self.state is ProgressState.REPLICATE:
             if reject_index <= self.match:
                 return False

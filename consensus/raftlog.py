@@ -15,6 +15,10 @@ A conflict below the boundary (a follower overwriting a stale suffix it had alre
 durable) moves the boundary down at once: everything from the conflict on is unstable again,
 and the stale storage suffix is shadowed until the caller truncates it.
 
+An installed snapshot resets the log (:meth:`reset`): everything is dropped, and until the
+caller has reset its storage the core answers for the snapshot boundary itself (the *floor*),
+so no stale storage entry is ever seen.
+
 ``persisted(index, term)`` names the term as well as the index, so a late acknowledgement of a
 write whose entries were since truncated is recognised and ignored: two entries with the same
 index and term are the same entry, with the same prefix (log matching).
@@ -30,7 +34,15 @@ from consensus.messages import Entry
 
 
 class RaftLog:
-    __slots__ = ("_handed_out", "_write_from", "offset", "storage", "unstable")
+    __slots__ = (
+        "_handed_out",
+        "_write_from",
+        "floor_index",
+        "floor_term",
+        "offset",
+        "storage",
+        "unstable",
+    )
 
     def __init__(self, storage: LogReader) -> None:
         self.storage = storage
@@ -39,12 +51,15 @@ class RaftLog:
         self.unstable: list[Entry] = []
         self._handed_out = storage.last_index  # the last index the caller was told to write
         self._write_from: int | None = None  # lowest index changed since take_writes
+        # The boundary of the last installed snapshot (-1: none); see reset().
+        self.floor_index = -1
+        self.floor_term = 0
 
     # ------------------------------------------------------------------ reads
 
     @property
     def first_index(self) -> int:
-        return self.storage.first_index
+        return max(self.storage.first_index, self.floor_index + 1)
 
     @property
     def last_index(self) -> int:
@@ -54,7 +69,7 @@ class RaftLog:
     def last_term(self) -> int:
         if self.unstable:
             return self.unstable[-1].term
-        term = self.storage.term_at(self.offset - 1)
+        term = self.term_at(self.offset - 1)
         assert term is not None, "storage lost the entry at the durable boundary"
         return term
 
@@ -68,6 +83,8 @@ class RaftLog:
         if index >= self.offset:
             position = index - self.offset
             return self.unstable[position].term if position < len(self.unstable) else None
+        if index <= self.floor_index:
+            return self.floor_term if index == self.floor_index else None
         return self.storage.term_at(index)
 
     def matches(self, index: int, term: int) -> bool:
@@ -184,6 +201,14 @@ class RaftLog:
         del self.unstable[: index - self.offset + 1]
         self.offset = index + 1
         return True
+
+    def reset(self, index: int, term: int) -> None:
+        """An installed snapshot ending at (index, term) replaces the whole log."""
+        self.floor_index, self.floor_term = index, term
+        self.offset = index + 1
+        self.unstable = []
+        self._handed_out = index
+        self._write_from = None
 
     def __repr__(self) -> str:
         return (

@@ -71,10 +71,15 @@ class ReadTracker:
     def lease_valid(self, now: int) -> bool:
         return self.lease_until is not None and now < self.lease_until
 
-    def confirm(self, peer_rounds: list[int], quorum: int) -> list[tuple[int, str]]:
-        """Recompute the confirmed round from the rounds each peer echoed (the leader counts
-        itself at the current round). Returns the reads now confirmed: (read index, id)."""
-        rounds = sorted([self.round, *peer_rounds], reverse=True)
+    def confirm(
+        self, peer_rounds: list[int], quorum: int, *, include_self: bool = True
+    ) -> list[tuple[int, str]]:
+        """Recompute the confirmed round from the rounds each voting peer echoed (the leader
+        counts itself at the current round while it is a voter). Returns the reads now
+        confirmed: (read index, id)."""
+        rounds = sorted([self.round, *peer_rounds] if include_self else peer_rounds, reverse=True)
+        if len(rounds) < quorum:
+            return []
         confirmed = rounds[quorum - 1]
         if confirmed <= self.confirmed_round:
             return []

@@ -30,6 +30,8 @@ from consensus.messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    PreVote,
+    RequestVote,
 )
 from consensus.progress import ProgressState
 from consensus.ready import HardState
@@ -225,10 +227,27 @@ def test_malformed_append_is_dropped_and_the_node_keeps_serving() -> None:
     assert ready.entries == entries(1)
 
 
-def test_messages_from_strangers_are_dropped() -> None:
+def test_vote_requests_and_answers_from_strangers_are_dropped() -> None:
+    """A node outside our configuration (a removed server, a node never added) can neither
+    campaign here nor depose anyone with a higher term in an answer."""
     node = make_node("n2")
-    ready = node.step(Heartbeat(9, "mallory", 0, 1), LATE)
-    assert ready.dropped and node.term == 0
+    for message in (
+        PreVote(9, "mallory", 100, 9),
+        RequestVote(9, "mallory", 100, 9),
+        HeartbeatResponse(9, "mallory", 0),
+        AppendEntriesResponse(9, "mallory", True, 0, 0, 0, 0, 0, 0),
+    ):
+        ready = node.step(message, LATE)
+        assert ready.dropped and node.term == 0 and not ready.messages
+
+
+def test_leader_traffic_from_outside_the_configuration_is_followed() -> None:
+    """A lagging member, or a node being added, may not yet know the current leader as a
+    member (its configuration is older): it follows it all the same (Raft thesis 4.1); the
+    term rules keep that safe."""
+    node = make_node("n2")
+    ready = node.step(Heartbeat(9, "n7", 0, 1), LATE)
+    assert not ready.dropped and node.term == 9 and node.leader_id == "n7"
 
 
 def test_step_only_takes_peer_messages() -> None:
