@@ -11,8 +11,9 @@ driven by the benchmark over this process's stdin/stdout, one JSON object per li
 * ``{"op": "sequential", "seconds", "max_ops"}``: synchronous increments one after another
   -> ``{"latencies_s": [...], "errors"}``
 * ``{"op": "writer"}``: start a background loop of synchronous increments (0.25 s timeout
-  each) recording when each was acknowledged; ``{"op": "first_ack_after", "t": T}`` -> the
-  first acknowledgement time (``time.monotonic()``, shared by all processes on Linux) after T
+  each) recording when each started and was acknowledged; ``{"op": "first_ack_after", "t":
+  T}`` -> when the first write started after T was acknowledged (``time.monotonic()``, one
+  clock for all processes on Linux)
 * ``{"op": "value"}`` -> ``{"value"}``; ``{"op": "quit"}``.
 
 Run: ``python bench/pysyncobj_node.py --self 127.0.0.1:7001 --partners 127.0.0.1:7002,...
@@ -50,7 +51,7 @@ class Counter(SyncObj):
 class Driver:
     def __init__(self, node: Counter) -> None:
         self.node = node
-        self.acks: list[float] = []
+        self.acks: list[tuple[float, float]] = []  # (started, acknowledged)
         self.writer: threading.Thread | None = None
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +72,7 @@ class Driver:
             self.writer.start()
             return {}
         if op == "first_ack_after":
-            after = [t for t in list(self.acks) if t > request["t"]]
+            after = [done for started, done in list(self.acks) if started > request["t"]]
             return {"t": after[0] if after else None}
         if op == "value":
             return {"value": self.node.value()}
@@ -124,11 +125,12 @@ class Driver:
 
     def _write_forever(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 self.node.increment(sync=True, timeout=0.25)
             except SyncObjException:
                 continue
-            self.acks.append(time.monotonic())
+            self.acks.append((started, time.monotonic()))
 
 
 def main() -> int:
