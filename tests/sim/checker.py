@@ -10,13 +10,23 @@ runs the cheap whole-cluster checks after every event.
   agree on every entry up to it", checked incrementally instead of comparing logs pairwise.
 * **Leader append-only**: a leader never truncates its log.
 * **Commit by majority**: whenever an index is first seen committed, its entry is durable in
-  the storage of a majority (durable = written *and* surviving crashes, as the simulated disk
-  keeps it).
+  the storage (log or snapshot) of a majority of the committing node's configuration
+  (durable = written *and* surviving crashes, as the simulated disk keeps it).
 * **Committed prefix agreement**: every node's committed prefix agrees with one global
   committed log, which only grows.
 * **Leader completeness**: a node becoming leader holds every entry committed so far.
 * **State-machine safety**: every node applies exactly the global committed entry at each
-  index, in order, with timestamps that never go backwards.
+  index, in order, with timestamps that never go backwards, reaching the same state (a hash
+  chain over every entry's results) at every index; a snapshot taken or installed anywhere
+  is of a committed entry and holds exactly that state.
+* **Exactly once**: each session command ``(session, seq)`` is applied at most once and in
+  sequence order on every node (the state machine checks it), at the same log position with
+  the same result everywhere; a client answered for it got that result.
+* **Sessions alike**: every session is expired or closed at the same log position on every
+  node that sees it happen.
+* **Configuration safety**: no log ever holds more than one configuration entry beyond the
+  committed prefix, and each configuration entry differs from the one before it in that log
+  by at most one voter (single-server changes).
 * **Durable hard state**: a node's durable term never decreases and its vote never changes
   within a term.
 * **No acknowledged write lost**: an acknowledged command is the committed entry at its index
@@ -28,10 +38,12 @@ runs the cheap whole-cluster checks after every event.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from consensus.configuration import CONFIGURATION, voters_changed
 from consensus.messages import Entry
 from consensus.ready import HardState, ReadState
+from consensus.snapshots import SnapshotInfo
 
 if TYPE_CHECKING:
     from consensus.node import RaftNode
@@ -56,6 +68,13 @@ class Checker:
         self.max_acked = 0
         self.reads_checked = 0
         self.checks = 0
+        self.chains: dict[int, int] = {}  # index -> state chain after applying it
+        # (session, seq) -> (index, position, result) of its one application
+        self.session_applies: dict[tuple[int, int], tuple[int, int, Any]] = {}
+        self.session_closes: dict[int, tuple[bool, int, int]] = {}
+        self.session_acks = 0
+        self.snapshots_checked = 0
+        self.config_entries = 0
 
     @staticmethod
     def fail(message: str) -> None:
@@ -91,6 +110,8 @@ class Checker:
             )
         if not entries:
             return
+        if any(entry.kind == CONFIGURATION for entry in entries):
+            self._check_configurations(node, core, entries)
         prev_term = core.log.term_at(entries[0].index - 1)
         appended = self.appended
         for entry in entries:
@@ -104,6 +125,28 @@ class Checker:
                     f"log matching: {node} holds entry {key} = {value}, elsewhere it is {seen}"
                 )
             prev_term = entry.term
+
+    def _check_configurations(self, node: str, core: RaftNode, entries: Sequence[Entry]) -> None:
+        committed = len(self.committed) - 1
+        log = core.log
+        pending = core.configs.uncommitted(committed)
+        if pending > 1:
+            self.fail(
+                f"configuration safety: {node}'s log holds {pending} configuration entries "
+                f"beyond the committed index {committed}"
+            )
+        for entry in entries:
+            if entry.kind != CONFIGURATION:
+                continue
+            self.config_entries += 1
+            if entry.index - 1 < log.first_index - 1:
+                continue
+            before, after = core.membership_at(entry.index - 1), core.membership_at(entry.index)
+            if voters_changed(before, after) > 1:
+                self.fail(
+                    f"configuration safety: {node} appended ({entry.index}, term {entry.term}) "
+                    f"changing more than one voter: {before} -> {after}"
+                )
 
     def on_commit(self, node: str, core: RaftNode, old: int, new: int) -> None:
         """``node``'s commit index moved from ``old`` to ``new``."""
@@ -129,11 +172,13 @@ class Checker:
             # First sight of these entries committed: the last must be durable on a majority
             # (the earlier ones then are too, by log matching, checked separately).
             last = entries[-1]
-            holders = [v for v in self.voters if self._durable_term_at(v, last.index) == last.term]
-            if len(holders) < self.quorum:
+            voters = core.membership.voters
+            quorum = len(voters) // 2 + 1
+            holders = [v for v in voters if self._durable_term_at(v, last.index) == last.term]
+            if len(holders) < quorum:
                 self.fail(
                     f"{node} committed ({last.index}, term {last.term}) while only {holders} "
-                    f"hold it durably (quorum {self.quorum})"
+                    f"of {list(voters)} hold it durably (quorum {quorum})"
                 )
 
     def on_leader(self, node: str, core: RaftNode, term: int) -> None:
@@ -143,7 +188,7 @@ class Checker:
             self.fail(f"election safety: {node} and {other} both lead term {term}")
         self.leaders[term] = node
         log = core.log
-        for entry in self.committed[1:]:
+        for entry in self.committed[log.first_index :]:
             assert entry is not None
             if log.term_at(entry.index) != entry.term:
                 self.fail(
@@ -168,6 +213,56 @@ class Checker:
             self.fail(
                 f"{node}: state-machine time went back from {last_timestamp} to "
                 f"{entry.timestamp} at entry {entry.index}"
+            )
+
+    def on_state(self, node: str, index: int, chain: int) -> None:
+        """``node``'s state machine reached ``chain`` after applying entry ``index``."""
+        known = self.chains.setdefault(index, chain)
+        if known != chain:
+            self.fail(
+                f"state-machine safety: {node}'s state after entry {index} differs from "
+                "another node's after the same entry"
+            )
+
+    def on_snapshot(self, node: str, info: SnapshotInfo, chain: int) -> None:
+        """``node`` took or installed a snapshot; its state machine holds ``chain``."""
+        self.snapshots_checked += 1
+        committed = self.committed
+        entry = committed[info.index] if info.index < len(committed) else None
+        if entry is None or entry.term != info.term:
+            self.fail(f"{node}: snapshot at ({info.index}, term {info.term}) of no committed entry")
+        known = self.chains.get(info.index)
+        if known is not None and known != chain:
+            self.fail(f"{node}: snapshot at {info.index} holds another state than its entries")
+
+    def on_session_apply(
+        self, node: str, session: int, seq: int, index: int, position: int, result: Any
+    ) -> None:
+        seen = self.session_applies.setdefault((session, seq), (index, position, result))
+        if seen != (index, position, result):
+            self.fail(
+                f"exactly-once: {node} applied session {session} command {seq} at "
+                f"({index}, {position}) with result {result}; elsewhere {seen}"
+            )
+
+    def on_session_closed(
+        self, node: str, session: int, expired: bool, index: int, position: int
+    ) -> None:
+        seen = self.session_closes.setdefault(session, (expired, index, position))
+        if seen != (expired, index, position):
+            self.fail(
+                f"sessions: {node} closed session {session} (expired={expired}) at "
+                f"({index}, {position}); elsewhere {seen}"
+            )
+
+    def on_session_ack(self, session: int, seq: int, result: Any) -> None:
+        """A client was answered ``result`` for session command ``seq``."""
+        self.session_acks += 1
+        seen = self.session_applies.get((session, seq))
+        if seen is None or seen[2] != result:
+            self.fail(
+                f"exactly-once: the client got {result} for session {session} command {seq}, "
+                f"which was applied as {seen}"
             )
 
     def on_ack(self, request_id: str, index: int, payload: bytes) -> None:
@@ -212,12 +307,19 @@ class Checker:
                 terms[core.term] = name
 
     def final(self, logs: dict[str, list[Entry]], applied: dict[str, int]) -> None:
-        """After a converged run: identical logs, everything acknowledged applied everywhere."""
-        names = list(logs)
-        reference = logs[names[0]]
-        for name in names[1:]:
-            if logs[name] != reference:
-                self.fail(f"logs differ after convergence: {names[0]} vs {name}")
+        """After a converged run: every log (from its first index on) is the committed log,
+        all end alike, everything acknowledged is applied everywhere."""
+        committed = self.committed
+        ends = {
+            name: entries[-1].index if entries else applied[name] for name, entries in logs.items()
+        }
+        if len(set(ends.values())) > 1:
+            self.fail(f"logs end differently after convergence: {ends}")
+        for name, entries in logs.items():
+            for entry in entries:
+                if entry.index >= len(committed) or committed[entry.index] != entry:
+                    self.fail(f"{name} holds {entry} after convergence; it is not committed")
+        reference = committed[1:]
         for name, index in applied.items():
             if index < self.max_acked:
                 self.fail(

@@ -23,10 +23,20 @@ Network faults: drop, duplicate, slow delivery, reordering (links are FIFO, as T
 blocked directed links (a one-way partition blocks one direction), checked at delivery, so a
 partition also catches messages already in flight.
 
+Snapshots: a node's state machine (``tests.sim.app.SimApp``: the real session layer over a
+small deterministic machine) is snapshotted when the core asks, into a durable in-memory
+snapshot store; compaction, chunk reads (leader) and chunk writes (follower) and installs are
+carried out as the Ready says, each reported back to the core at once.
+
+Membership: ``spares`` extra nodes start outside the configuration (their configuration names
+the initial voters, not themselves: they are joining); :meth:`SimCluster.change` asks the
+leader for a membership change. Convergence and the final checks cover the members only.
+
 Crash: the core and its state machine vanish, and so do disk writes that had not completed (a
 random prefix of them may complete at the crash, and the first incomplete write may have done
-its truncation but not its append, both legal for a real disk). Restart: a new core built from
-the durable log and hard state only; its state machine replays from the start.
+its truncation but not its append, both legal for a real disk); snapshots, complete or partial,
+are durable. Restart: a new core built from the latest snapshot, the durable log and the hard
+state only; its state machine is restored from the snapshot and replays the rest.
 """
 
 from __future__ import annotations
@@ -39,11 +49,14 @@ from collections.abc import Callable
 from typing import Any
 
 from consensus.config import RaftConfig
+from consensus.configuration import MembershipChange
 from consensus.log import MemoryLog
 from consensus.messages import ClientCommand, ClientResponse, Entry, EntryKind
 from consensus.node import RaftNode
 from consensus.ready import HardState, ReadState, Ready, Role
+from consensus.snapshots import SnapshotInfo, reconcile_log
 
+from .app import SimApp, SnapshotStore
 from .checker import Checker, InvariantViolation
 
 DELIVER, TICK, DISK, CALL = 0, 1, 2, 3
@@ -74,6 +87,7 @@ class SimNode:
     machine. The state machine's value is the number of commands applied."""
 
     __slots__ = (
+        "app",
         "applied",
         "commit_seen",
         "core",
@@ -83,7 +97,7 @@ class SimNode:
         "hard_state",
         "id",
         "last_timestamp",
-        "sm_value",
+        "snapshots",
         "storage",
         "tick_at",
         "writes",
@@ -102,12 +116,18 @@ class SimNode:
         self.applied = 0
         self.last_timestamp = 0
         self.commit_seen = 0
-        self.sm_value = 0
+        self.app = SimApp()
+        self.snapshots = SnapshotStore()  # durable
         self.crashes = 0
 
     @property
     def up(self) -> bool:
         return self.core is not None
+
+    @property
+    def sm_value(self) -> int:
+        """Commands the state machine applied (the user machine's count)."""
+        return self.app.user.count
 
     def __repr__(self) -> str:
         return f"SimNode({self.id}, {self.core!r})"
@@ -118,6 +138,7 @@ class SimCluster:
         self,
         size: int = 3,
         *,
+        spares: int = 0,
         seed: int = 0,
         net: NetConfig | None = None,
         disk: DiskConfig | None = None,
@@ -127,8 +148,9 @@ class SimCluster:
     ) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.ids = tuple(f"n{i + 1}" for i in range(size))
-        self.configs = {i: RaftConfig(i, self.ids, **config) for i in self.ids}
+        self.ids = tuple(f"n{i + 1}" for i in range(size + spares))
+        self.voters = self.ids[:size]  # the bootstrap configuration; spares are not in it
+        self.configs = {i: RaftConfig(i, self.voters, **config) for i in self.ids}
         self.net = net or NetConfig()
         self.disk = disk or DiskConfig()
         self.node_factory = node_factory
@@ -139,7 +161,7 @@ class SimCluster:
         self.blocked: set[tuple[str, str]] = set()
         self._link_clock: dict[tuple[str, str], int] = {}  # last delivery time per FIFO link
         self.nodes = {i: SimNode(i) for i in self.ids}
-        self.checker = Checker(self.ids, self._durable_term_at)
+        self.checker = Checker(self.voters, self._durable_term_at)
         self.stats: collections.Counter[str] = collections.Counter()
         self.trace: list[str] | None = [] if trace else None
         self._requests = 0
@@ -147,6 +169,13 @@ class SimCluster:
         self.refused: collections.Counter[str] = collections.Counter()
         self.reads: dict[str, tuple[str, int, bool]] = {}
         self.read_results: dict[str, ReadState] = {}
+        # request id -> who wants the answer (session clients, membership changes)
+        self.callbacks: dict[str, Callable[[ClientResponse], None]] = {}
+        self.payloads: dict[str, bytes] = {}  # request id -> payload, for submitted commands
+        self.change_results: dict[str, ClientResponse] = {}
+        # every chunk read a leader asked for: (time, leader, peer, snapshot index, offset)
+        self.chunk_reads: list[tuple[int, str, str, int, int]] = []
+        self.installs: list[tuple[int, str, int]] = []  # (time, node, snapshot index)
         # every AppendEntries rejection, as (time, follower, leader)
         self.rejections: list[tuple[int, str, str]] = []
         # called with a node the moment it becomes leader (schedules use it to strike new
@@ -222,17 +251,24 @@ class SimCluster:
     # ================================================================== nodes
 
     def _boot(self, node: SimNode) -> None:
+        node.app = SimApp()
+        node.applied = node.last_timestamp = 0
+        latest = node.snapshots.latest()
+        info = None
+        if latest is not None:
+            info, _ = latest
+            reconcile_log(node.storage, info)
+            node.app.restore(node.snapshots.body((info.index, info.term)))
+            node.applied, node.last_timestamp = info.index, info.timestamp
         core = self.node_factory(
             self.configs[node.id],
             node.storage,
             node.hard_state,
             random.Random(self.rng.getrandbits(64)),
             self.now,
+            snapshot=info,
         )
         node.core = core
-        node.applied = 0
-        node.last_timestamp = 0
-        node.sm_value = 0
         node.commit_seen = core.commit_index
         node.tick_at = None
         self._carry_out(node, core.tick(self.now))
@@ -278,7 +314,14 @@ class SimCluster:
         return [n for n in self.nodes.values() if n.core is not None]
 
     def _durable_term_at(self, node_id: str, index: int) -> int | None:
-        return self.nodes[node_id].storage.term_at(index)
+        node = self.nodes[node_id]
+        term = node.storage.term_at(index)
+        if term is None and node.snapshots.complete and index <= max(node.snapshots.complete)[0]:
+            # Held through a snapshot (which only ever covers committed entries).
+            committed = self.checker.committed
+            entry = committed[index] if index < len(committed) else None
+            return entry.term if entry is not None else None
+        return term
 
     # ================================================================== network
 
@@ -374,48 +417,115 @@ class SimCluster:
     # ================================================================== carrying out a Ready
 
     def _carry_out(self, node: SimNode, ready: Ready) -> None:
+        """Carry out ``ready`` and every Ready the core returns while doing so."""
         core = node.core
         assert core is not None
-        checker = self.checker
-        name = node.id
-        while True:
-            if ready.hard_state is not None:
-                checker.on_hard_state(name, ready.hard_state)
-                node.hard_state = ready.hard_state  # durable before any message leaves
-            if ready.entries or ready.truncate_after is not None:
-                checker.on_entries(name, core, ready.truncate_after, ready.entries)
-                self._write(node, ready.truncate_after, ready.entries)
-            if ready.commit_index > node.commit_seen:
-                checker.on_commit(name, core, node.commit_seen, ready.commit_index)
-                node.commit_seen = ready.commit_index
-            for change in ready.role_changes:
-                if self.trace is not None:
-                    self.note(str(change))
-                if change.new is Role.LEADER:
-                    checker.on_leader(name, core, change.term)
-                    if self.on_leader is not None:
-                        self.on_leader(node)
-            for destination, message in ready.messages:
-                self._send(name, destination, message)
-            for response in ready.results:
-                self._on_result(response)
-            for read in ready.reads:
-                self._on_read(node, read)
-            if not ready.committed:
-                break
-            results: dict[int, Any] = {}
-            for entry in ready.committed:
-                checker.on_apply(name, entry, node.applied, node.last_timestamp)
-                node.applied = entry.index
-                node.last_timestamp = entry.timestamp
-                if entry.kind == COMMAND:
-                    node.sm_value += 1
-                    results[entry.index] = node.sm_value
-            ready = core.applied(node.applied, results, self.now)
-        deadline = max(ready.deadline, self.now)
+        queue = collections.deque([ready])
+        deadline: int | None = None
+        while queue:
+            ready = queue.popleft()
+            self._carry_out_one(node, core, ready, queue)
+            deadline = ready.deadline if deadline is None else min(deadline, ready.deadline)
+        assert deadline is not None
+        deadline = max(deadline, self.now)
         if node.tick_at is None or deadline < node.tick_at:
             node.tick_at = deadline
             self._push(deadline, TICK, node, node.epoch)
+
+    def _carry_out_one(
+        self, node: SimNode, core: RaftNode, ready: Ready, queue: collections.deque[Ready]
+    ) -> None:
+        checker = self.checker
+        name = node.id
+        now = self.now
+        if ready.hard_state is not None:
+            checker.on_hard_state(name, ready.hard_state)
+            node.hard_state = ready.hard_state  # durable before any message leaves
+        if ready.install_snapshot is not None:
+            self._install(node, ready.install_snapshot.info, ready.install_snapshot.reset_log)
+        if ready.entries or ready.truncate_after is not None:
+            checker.on_entries(name, core, ready.truncate_after, ready.entries)
+            self._write(node, ready.truncate_after, ready.entries)
+        if ready.compact_through is not None:
+            node.storage.compact_through(ready.compact_through)
+        if ready.commit_index > node.commit_seen:
+            checker.on_commit(name, core, node.commit_seen, ready.commit_index)
+            node.commit_seen = ready.commit_index
+        for change in ready.role_changes:
+            if self.trace is not None:
+                self.note(str(change))
+            if change.new is Role.LEADER:
+                checker.on_leader(name, core, change.term)
+                if self.on_leader is not None:
+                    self.on_leader(node)
+        if ready.membership is not None and self.trace is not None:
+            self.note(f"{name} configuration: {ready.membership}")
+        for destination, message in ready.messages:
+            self._send(name, destination, message)
+        for response in ready.results:
+            self._on_result(response)
+        for read in ready.reads:
+            self._on_read(node, read)
+        for chunk in ready.snapshot_reads:
+            self.chunk_reads.append((now, name, chunk.peer, chunk.index, chunk.offset))
+            data = node.snapshots.read((chunk.index, chunk.term), chunk.offset, chunk.max_bytes)
+            queue.append(core.snapshot_chunk(chunk, data, now))
+        for write in ready.snapshot_writes:
+            offset, complete = node.snapshots.receive(write)
+            queue.append(core.snapshot_written(write, offset, complete, now))
+        if ready.committed:
+            results: dict[int, Any] = {}
+            app = node.app
+            for entry in ready.committed:
+                checker.on_apply(name, entry, node.applied, node.last_timestamp)
+                outcome = app.apply_entry(entry)
+                node.applied = entry.index
+                node.last_timestamp = entry.timestamp
+                if outcome is not None:
+                    results[entry.index] = outcome
+                self._check_app(node, entry.index)
+            queue.append(core.applied(node.applied, results, now))
+        if ready.snapshot_wanted:
+            self._take_snapshot(node, core, queue)
+
+    def _check_app(self, node: SimNode, index: int) -> None:
+        user = node.app.user
+        checker = self.checker
+        if user.violation is not None:
+            checker.fail(f"{node.id}: {user.violation}")
+        for session, seq, entry_index, position, result in user.session_applies:
+            checker.on_session_apply(node.id, session, seq, entry_index, position, result)
+        user.session_applies.clear()
+        for session, expired, entry_index, position in user.closed:
+            checker.on_session_closed(node.id, session, expired, entry_index, position)
+        user.closed.clear()
+        checker.on_state(node.id, index, node.app.chain)
+
+    # ================================================================== snapshots
+
+    def _take_snapshot(
+        self, node: SimNode, core: RaftNode, queue: collections.deque[Ready]
+    ) -> None:
+        point = core.snapshot_point(node.applied)
+        info = node.snapshots.write(point, node.app.snapshot())
+        self.checker.on_snapshot(node.id, info, node.app.chain)
+        self.note(f"{node.id} SNAPSHOT at {info.index} ({info.size} bytes)")
+        queue.append(core.snapshot_taken(info, self.now))
+
+    def _install(self, node: SimNode, info: SnapshotInfo, reset_log: bool) -> None:
+        """A received snapshot replaces the state machine and the log prefix."""
+        node.app = SimApp()
+        node.app.restore(node.snapshots.body((info.index, info.term)))
+        self.checker.on_snapshot(node.id, info, node.app.chain)
+        node.applied, node.last_timestamp = info.index, info.timestamp
+        node.commit_seen = max(node.commit_seen, info.index)
+        if reset_log:
+            node.storage.reset(info.index, info.term)
+            node.writes.clear()  # their reports must not reach the core: that log is gone
+        else:
+            node.storage.compact_through(info.index)
+        self.installs.append((self.now, node.id, info.index))
+        self.note(f"{node.id} INSTALL snapshot {info.index} (reset log: {reset_log})")
 
     # ================================================================== clients
 
@@ -433,6 +543,45 @@ class SimCluster:
         assert node.core is not None
         self._carry_out(node, node.core.propose(commands, self.now))
         return [c.request_id for c in commands]
+
+    def submit(
+        self,
+        payload: bytes,
+        node_id: str | None = None,
+        callback: Callable[[ClientResponse], None] | None = None,
+    ) -> str | None:
+        """One client command with ``payload`` (an entry payload: one command or a batch);
+        ``callback`` gets the answer. None if no node is up to take it."""
+        node = self._target(node_id)
+        if node is None:
+            return None
+        self._requests += 1
+        request_id = f"c{self._requests}"
+        if callback is not None:
+            self.callbacks[request_id] = callback
+        self.payloads[request_id] = payload
+        assert node.core is not None
+        self._carry_out(node, node.core.propose([ClientCommand(request_id, payload)], self.now))
+        return request_id
+
+    def change(
+        self,
+        change: MembershipChange,
+        node_id: str | None = None,
+        callback: Callable[[ClientResponse], None] | None = None,
+    ) -> str | None:
+        """Ask the leader (or ``node_id``) for a membership change; the answer goes to
+        ``callback`` and to ``change_results``."""
+        node = self._target(node_id)
+        if node is None or node.core is None:
+            return None
+        self._requests += 1
+        request_id = f"m{self._requests}"
+        if callback is not None:
+            self.callbacks[request_id] = callback
+        self.note(f"CHANGE {change} at {node.id}")
+        self._carry_out(node, node.core.change_membership(request_id, change, self.now))
+        return request_id
 
     def read(self, node_id: str | None = None, *, stale: bool = False) -> str | None:
         node = self._target(node_id)
@@ -456,11 +605,21 @@ class SimCluster:
         return self.rng.choice(up) if up else None
 
     def _on_result(self, response: ClientResponse) -> None:
-        if response.ok:
-            self.checker.on_ack(response.request_id, response.index, response.request_id.encode())
-            self.acked[response.request_id] = response.index
+        request_id = response.request_id
+        if request_id.startswith("m"):
+            self.change_results[request_id] = response
+        elif response.ok:
+            payload = self.payloads.pop(request_id, None)
+            self.checker.on_ack(
+                request_id, response.index, payload if payload is not None else request_id.encode()
+            )
+            self.acked[request_id] = response.index
         else:
+            self.payloads.pop(request_id, None)
             self.refused[response.error or "?"] += 1
+        callback = self.callbacks.pop(request_id, None)
+        if callback is not None:
+            callback(response)
 
     def _on_read(self, node: SimNode, read: ReadState) -> None:
         self.read_results[read.request_id] = read
@@ -473,9 +632,17 @@ class SimCluster:
 
     # ================================================================== convergence
 
+    def members(self) -> tuple[str, ...]:
+        """The members (voters and learners) of the leader's configuration, or the bootstrap
+        voters while there is no leader."""
+        leader = self.leader()
+        if leader is None or leader.core is None:
+            return self.voters
+        return leader.core.membership.members
+
     def converged(self) -> bool:
-        """Every node is up, one leader has committed its whole log, and every node holds and
-        has applied exactly that log."""
+        """Every member is up, one leader has committed its whole log, and every member holds
+        and has applied exactly that log."""
         leader = self.leader()
         if leader is None:
             return False
@@ -484,21 +651,29 @@ class SimCluster:
         last = core.log.last_index
         if core.commit_index != last:
             return False
-        for node in self.nodes.values():
+        for node_id in core.membership.members:
+            node = self.nodes[node_id]
             other = node.core
             if other is None or node.applied != last or other.log.last_index != last:
                 return False
         return True
 
     def check_final(self) -> None:
-        """The end-of-run checks, after :meth:`converged`: identical logs, every acknowledged
-        write applied everywhere."""
+        """The end-of-run checks, after :meth:`converged`: the members' logs are the committed
+        log, their state machines and session tables identical, every acknowledged write
+        applied everywhere."""
         logs = {}
-        for node in self.nodes.values():
+        tables = {}
+        for node_id in self.members():
+            node = self.nodes[node_id]
             assert node.core is not None
-            last = node.core.log.last_index
-            logs[node.id] = node.core.log.slice(1, last + 1, last, 1 << 62)
+            log = node.core.log
+            first, last = log.first_index, log.last_index
+            logs[node.id] = log.slice(first, last + 1, last - first + 1, 1 << 62)
+            tables[node.id] = (node.app.chain, node.app.session_table())
         try:
-            self.checker.final(logs, {n.id: n.applied for n in self.nodes.values()})
+            self.checker.final(logs, {n: self.nodes[n].applied for n in logs})
+            if len(set(tables.values())) > 1:
+                self.checker.fail(f"state machines or session tables differ: {sorted(tables)}")
         except InvariantViolation as exc:
             raise self._with_context(exc) from None
