@@ -55,7 +55,13 @@ def test_a_vote_leaves_only_after_the_hard_state_is_durable() -> None:
         writer = system.spawn(Props(Probe, writes), "writer")
         peer = system.spawn(Props(Probe, sent), "peer")
         sink = system.spawn(Props(Probe, other), "sink")
-        config = RaftConfig("n1", ("n1", "n2", "n3"), 1000, 2000, 100)
+        config = RaftConfig(
+            "n1",
+            ("n1", "n2", "n3"),
+            election_timeout_min=1000,
+            election_timeout_max=2000,
+            heartbeat_interval=100,
+        )
         core = RaftNode(config, MemoryLog(), HardState(), random.Random(7), now=0)
         clock = FakeClock()
         wiring = Wiring("n1", sink, writer, sink, {"n2": peer, "n3": peer}, {}, clock)  # type: ignore[arg-type]
@@ -82,7 +88,13 @@ def three_nodes(tmp_path) -> Iterator[tuple[list[ActorSystem], dict[str, str]]]:
     for node, port in zip(ids, ports, strict=True):
         system = ActorSystem(node, host="127.0.0.1", port=port, cluster_id="t")
         settings = NodeSettings(
-            raft=RaftConfig(node, tuple(ids), 300, 600, 50),
+            raft=RaftConfig(
+                node,
+                tuple(ids),
+                election_timeout_min=300,
+                election_timeout_max=600,
+                heartbeat_interval=50,
+            ),
             addresses=addresses,
             data_dir=tmp_path / node,
             cluster_id="t",
