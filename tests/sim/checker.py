@@ -127,7 +127,10 @@ class Checker:
             prev_term = entry.term
 
     def _check_configurations(self, node: str, core: RaftNode, entries: Sequence[Entry]) -> None:
-        committed = len(self.committed) - 1
+        # The node's own commit index counts too: a leader may commit one change and append the
+        # next in one step, and the Ready reports the entries before the commit index (which
+        # on_commit checks right after).
+        committed = max(len(self.committed) - 1, core.commit_index)
         log = core.log
         pending = core.configs.uncommitted(committed)
         if pending > 1:

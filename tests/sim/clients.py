@@ -94,7 +94,9 @@ class SessionClient:
 
     def _register(self) -> None:
         self.registering_since = self.cluster.now
-        self.cluster.submit(encode_register(self.timeout_ms), callback=self._on_register)
+        self.cluster.submit(
+            encode_commands([encode_register(self.timeout_ms)]), callback=self._on_register
+        )
 
     def _send(self, seqs: list[int]) -> None:
         """Send ``seqs`` in order: one entry each, or packed together."""

@@ -38,7 +38,7 @@ def test_follower_down_while_the_log_is_compacted_comes_back_through_install_sna
     converge(cluster)
     installed = [i for _, n, i in cluster.installs if n == follower.id]
     assert installed and installed[0] >= first_index_before - 1
-    info, content = follower.snapshots.latest()  # type: ignore[misc]
+    _, content = follower.snapshots.latest()  # type: ignore[misc]
     # Streamed in chunks, never in one message: at least size / chunk reads for it.
     reads = [r for r in cluster.chunk_reads if r[2] == follower.id]
     assert len(content) > 4 * 64 and len(reads) >= len(content) // 64
@@ -78,7 +78,7 @@ def test_an_interrupted_snapshot_transfer_resumes_where_it_stopped(interruption:
     after = [r for r in cluster.chunk_reads if r[2] == follower.id and r[0] >= resumed_at]
     assert after, "no chunk was sent after the interruption"
     assert after[0][4] >= held > 0  # resumed from the offset it held, not from 0
-    info, content = follower.snapshots.latest()  # type: ignore[misc]
+    info, _ = follower.snapshots.latest()  # type: ignore[misc]
     sent = sum(min(32, info.size - r[4]) for r in cluster.chunk_reads if r[2] == follower.id)
     assert sent < 2 * info.size  # nothing sent twice over
 
