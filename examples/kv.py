@@ -2,10 +2,11 @@
 
 Commands are msgpack arrays ``["put", key, value]`` and ``["delete", key]``: the encoding the
 WAL's key-value compaction understands, so a log of them can be compacted to the newest entry
-per key. Handlers receive each entry's metadata: its sequence number (the log index) and the
-leader's timestamp, the same on every replica (Sirius' request-with-metadata handler). Override
-:meth:`KeyValueStore.on_put` / :meth:`KeyValueStore.on_delete` to react to changes, e.g. to
-keep an index or publish events.
+per key. Handlers receive each command's metadata: its sequence number (``meta.sequence``:
+unique per command, increasing, equal on every replica, even for commands batched in one log
+entry) and the leader's timestamp, the same on every replica (Sirius' request-with-metadata
+handler). Override :meth:`KeyValueStore.on_put` / :meth:`KeyValueStore.on_delete` to react
+to changes, e.g. to keep an index or publish events.
 
 Config: ``state_machine = "examples.kv:KeyValueStore"``.
 """
@@ -24,7 +25,7 @@ from consensus.shell.state_machine import EntryMeta
 @dataclasses.dataclass(frozen=True, slots=True)
 class Versioned:
     value: bytes
-    sequence: int  # the log index of the put that wrote it
+    sequence: int  # the put's sequence number: unique, increasing, equal on every replica
     timestamp: int  # the leader's clock (ms) when that put was accepted
 
 
@@ -45,9 +46,9 @@ class KeyValueStore:
     def apply(self, command: bytes, meta: EntryMeta) -> Any:
         match msgpack.unpackb(command):
             case ["put", str(key), bytes(value)]:
-                self.data[key] = Versioned(value, meta.index, meta.timestamp)
+                self.data[key] = Versioned(value, meta.sequence, meta.timestamp)
                 self.on_put(key, value, meta)
-                return meta.index
+                return meta.sequence
             case ["delete", str(key)]:
                 existed = self.data.pop(key, None) is not None
                 self.on_delete(key, existed, meta)

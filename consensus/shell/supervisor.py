@@ -25,7 +25,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from actors import ActorRef, Props
+from actors import ActorRef, OneForOne, Props
 from consensus.node import RaftNode
 from consensus.ready import Role
 from consensus.shell.book import Book
@@ -37,6 +37,7 @@ from consensus.shell.settings import NodeSettings
 from consensus.shell.state_machine import StateMachine, StateMachineActor
 from consensus.shell.wiring import SteadyClock, Wiring
 from membership.supervisor import PingResponder, new_incarnation
+from wal.writer_actor import escalate_io_failures
 
 BEHAVIOUR_OF_ROLE = {
     Role.FOLLOWER: "following",
@@ -62,6 +63,11 @@ class RaftSupervisor(PingResponder):
         self.active: ActorRef | None = None
         self.book: Book | None = None
         self.bounced: list[Forwarded] = []
+
+    def supervisor_strategy(self) -> OneForOne:
+        # A failed write or fsync must stop the node, never restart the writer over a page
+        # cache that may have dropped the data (fsyncgate); other failures restart the child.
+        return OneForOne(max_restarts=3, within_seconds=10.0, decider=escalate_io_failures)
 
     # ------------------------------------------------------------------ lifecycle
 
