@@ -11,20 +11,9 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from coterie.cli import main
 from tests.cluster.cluster import ROOT, LocalCluster
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    # The commands configure logging for the whole process (nodetool: errors only); put back
-    # what the rest of the suite expects.
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
 
 GOOD = """
 cluster_id = "c"
