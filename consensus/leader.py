@@ -90,6 +90,7 @@ class Leader:
         "node",
         "progress",
         "reads",
+        "snapshot_peers",
         "term_start",
         "transfer_deadline",
         "transfer_sent",
@@ -108,6 +109,7 @@ class Leader:
         self.term_start = now
         self.heartbeat_due = now + config.heartbeat_interval
         self.committed_in_term = False
+        self.snapshot_peers: set[str] = set()  # followers a snapshot is being sent to
         self.transfer_target: str | None = None
         self.transfer_deadline = 0
         self.transfer_sent = False
@@ -247,21 +249,24 @@ class Leader:
         if now >= self.heartbeat_due:
             self.broadcast_heartbeat()
         retry = node.config.snapshot_retry_interval
-        for peer, progress in self.progress.items():
-            if (
-                progress.state is ProgressState.SNAPSHOT
-                and not progress.reading
-                and (progress.chunk_in_flight is None or now - progress.snapshot_sent_at >= retry)
+        for peer in sorted(self.snapshot_peers):
+            progress = self.progress.get(peer)
+            if progress is None or progress.state is not ProgressState.SNAPSHOT:
+                self.snapshot_peers.discard(peer)
+            elif not progress.reading and (
+                progress.chunk_in_flight is None or now - progress.snapshot_sent_at >= retry
             ):
                 self._send_snapshot_probe(peer, progress)
 
     @property
     def snapshot_deadline(self) -> int | None:
         """When the next snapshot probe is due, if a transfer is under way."""
+        if not self.snapshot_peers:
+            return None
         due = [
             p.snapshot_sent_at + self.node.config.snapshot_retry_interval
-            for p in self.progress.values()
-            if p.state is ProgressState.SNAPSHOT
+            for peer, p in self.progress.items()
+            if p.state is ProgressState.SNAPSHOT and peer in self.snapshot_peers
         ]
         return min(due) if due else None
 
@@ -534,6 +539,7 @@ class Leader:
         if node.snapshot is None:
             return  # unreachable: a compacted log always has its snapshot
         progress.become_snapshot(node.snapshot)
+        self.snapshot_peers.add(peer)
         self._send_snapshot_probe(peer, progress)
 
     def _send_snapshot_probe(self, peer: str, progress: Progress) -> None:

@@ -141,6 +141,7 @@ class RaftNode:
         self._compact_target = boundary
         self._snapshot_asked_at: tuple[int, int] | None = None  # (applied index, bytes) then
         self._applied_bytes = 0  # bytes of entries handed out to apply since the snapshot
+        self._snapshot_checked_at = start  # the applied index _wants_snapshot last saw
         base = (
             snapshot.membership
             if snapshot is not None
@@ -657,12 +658,16 @@ class RaftNode:
                 self._handed_out_index + 1, limit + 1, limit - self._handed_out_index, 1 << 62
             )
             self._handed_out_index = limit
-            self._applied_bytes += sum(entry.size for entry in out.committed)
+            if self.config.snapshot_threshold_bytes:
+                self._applied_bytes += sum(entry.size for entry in out.committed)
         out.commit_index = self.commit_index
-        compact = min(self._compact_target, self.log.durable_index)
-        if compact > self._compacted:
-            out.compact_through = self._compacted = compact
-        out.snapshot_wanted = self._wants_snapshot()
+        if self._compact_target > self._compacted:
+            compact = min(self._compact_target, self.log.durable_index)
+            if compact > self._compacted:
+                out.compact_through = self._compacted = compact
+        if self.applied_index != self._snapshot_checked_at:
+            self._snapshot_checked_at = self.applied_index
+            out.snapshot_wanted = self._wants_snapshot()
         serve = self.reads_to_serve
         while serve and serve[0][0] <= self.applied_index:
             read_index, request_id = serve.popleft()

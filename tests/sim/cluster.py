@@ -202,20 +202,29 @@ class SimCluster:
         self.now = at
         self.events += 1
         try:
+            # An event changes one node (a delivery, a timer, a disk write) or, if scripted,
+            # any: the per-step checks look at what may have changed.
+            node: SimNode | None
             if kind == DELIVER:
+                node = self.nodes[a]
                 self._deliver(a, b, c)
             elif kind == TICK:
-                node: SimNode = a
+                node = a
                 if node.core is not None and node.epoch == b and node.tick_at == at:
                     node.tick_at = None
                     self._carry_out(node, node.core.tick(at))
             elif kind == DISK:
+                node = a
                 self._disk_done(a, b)
             else:
+                node = None
                 a()
-            self.checker.after_step(
-                [(n.id, n.core) for n in self.nodes.values() if n.core is not None]
-            )
+            if node is None:
+                self.checker.after_step(
+                    [(n.id, n.core) for n in self.nodes.values() if n.core is not None]
+                )
+            elif node.core is not None:
+                self.checker.after_step(((node.id, node.core),))
         except InvariantViolation as exc:
             raise self._with_context(exc) from None
         return True
@@ -443,13 +452,16 @@ class SimCluster:
             node.hard_state = ready.hard_state  # durable before any message leaves
         if ready.install_snapshot is not None:
             self._install(node, ready.install_snapshot.info, ready.install_snapshot.reset_log)
+        before = core.membership
         if ready.entries or ready.truncate_after is not None:
+            if ready.entries:
+                before = core.membership_at(ready.entries[0].index - 1)
             checker.on_entries(name, core, ready.truncate_after, ready.entries)
             self._write(node, ready.truncate_after, ready.entries)
         if ready.compact_through is not None:
             node.storage.compact_through(ready.compact_through)
         if ready.commit_index > node.commit_seen:
-            checker.on_commit(name, core, node.commit_seen, ready.commit_index)
+            checker.on_commit(name, core, node.commit_seen, ready.commit_index, before)
             node.commit_seen = ready.commit_index
         for change in ready.role_changes:
             if self.trace is not None:

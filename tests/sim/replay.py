@@ -21,8 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tail", type=int, default=400, help="trace lines to print (0: all)")
     parser.add_argument("--duration", type=int, default=DEFAULT_DURATION)
     args = parser.parse_args(argv)
-    _, size, config, net, disk = settings_for(args.seed)
-    print(f"seed {args.seed}: {size} nodes {config}\n  {net}\n  {disk}")
+    _, size, spares, config, net, disk = settings_for(args.seed)
+    print(f"seed {args.seed}: {size} nodes + {spares} spares {config}\n  {net}\n  {disk}")
     try:
         result, cluster = run_random(args.seed, duration=args.duration, trace=args.trace)
     except AssertionError as exc:

@@ -1,12 +1,16 @@
 """run_random: one randomized faulty run of a simulated cluster, fixed entirely by its seed.
 
-A seed picks the cluster (3 or 5 nodes, pre-vote and check-quorum on or off, read-index or
-lease reads, window and batch sizes), the network (latency, loss, duplication, slow links) and
-the disk (fsync latency), then a schedule: clients write and read all along while faults
-strike every few hundred milliseconds (isolate a node, split the cluster, cut one direction
-of a link, crash a node or the whole cluster, restart, heal). Then everything heals and the run
-must converge: one leader, every node holding and having applied the same log, every
-acknowledged write in it. The checker runs after every event throughout.
+A seed picks the cluster (3 or 5 nodes plus up to 2 spare nodes outside the configuration,
+pre-vote and check-quorum on or off, read-index or lease reads, window and batch sizes,
+snapshot thresholds, trailing entries and chunk sizes), the network (latency, loss,
+duplication, slow links) and the disk (fsync latency), then a schedule: clients write and read
+all along, session clients send numbered commands and retry them (answers lost on purpose,
+sessions expiring), while faults strike every few hundred milliseconds (isolate a node, split
+the cluster, cut one direction of a link, crash a node or the whole cluster, restart, heal,
+add a spare as a learner, remove a member or the leader, hand leadership over). Then
+everything heals and the run must converge: one leader, every member holding and having
+applied the same log, state and session table, every acknowledged write in it. The checker
+runs after every event throughout.
 
 ``python -m tests.sim.replay SEED`` reruns one seed exactly.
 """
@@ -18,8 +22,10 @@ import random
 from collections.abc import Callable
 
 from consensus.config import ReadMode
+from consensus.configuration import AddLearner, RemoveServer
 from consensus.node import RaftNode
 
+from .clients import SessionClient
 from .cluster import DiskConfig, NetConfig, SimCluster, SimNode
 
 DEFAULT_DURATION = 2500  # ms of simulated time with faults, before the healing phase
@@ -42,12 +48,19 @@ class RunResult:
     leaders: int
     reads_checked: int
     crashes: int
+    snapshots: int
+    installs: int
+    config_changes: int
+    session_acks: int
     settings: str
 
 
-def settings_for(seed: int) -> tuple[random.Random, int, dict[str, object], NetConfig, DiskConfig]:
+def settings_for(
+    seed: int,
+) -> tuple[random.Random, int, int, dict[str, object], NetConfig, DiskConfig]:
     rng = random.Random(f"schedule:{seed}")
     size = rng.choice((3, 3, 5))
+    spares = rng.choice((0, 1, 2) if size == 3 else (0, 1))
     check_quorum = rng.random() < 0.85
     config: dict[str, object] = {
         "pre_vote": rng.random() < 0.85,
@@ -55,6 +68,11 @@ def settings_for(seed: int) -> tuple[random.Random, int, dict[str, object], NetC
         "read_mode": ReadMode.LEASE if check_quorum and rng.random() < 0.3 else ReadMode.READ_INDEX,
         "max_inflight": rng.choice((1, 2, 4, 8)),
         "max_entries_per_message": rng.choice((1, 3, 16, 64)),
+        "snapshot_threshold_entries": rng.choice((0, 10, 25, 60)),
+        "snapshot_trailing_entries": rng.choice((0, 2, 10)),
+        "snapshot_chunk_bytes": rng.choice((32, 128, 1024)),
+        "snapshot_retry_interval": rng.choice((60, 150)),
+        "promote_lag": rng.choice((0, 4, 16)),
     }
     net = NetConfig(
         min_latency=1,
@@ -65,7 +83,7 @@ def settings_for(seed: int) -> tuple[random.Random, int, dict[str, object], NetC
         fifo=rng.random() < 0.5,
     )
     disk = DiskConfig(min_latency=1, max_latency=rng.choice((1, 3, 10)))
-    return rng, size, config, net, disk
+    return rng, size, spares, config, net, disk
 
 
 def run_random(
@@ -76,11 +94,18 @@ def run_random(
     trace: bool = False,
 ) -> tuple[RunResult, SimCluster]:
     """One seeded run; raises InvariantViolation or DidNotConverge (both naming the seed)."""
-    rng, size, config, net, disk = settings_for(seed)
+    rng, size, spares, config, net, disk = settings_for(seed)
     cluster = SimCluster(
-        size, seed=seed, net=net, disk=disk, node_factory=node_factory, trace=trace, **config
+        size,
+        spares=spares,
+        seed=seed,
+        net=net,
+        disk=disk,
+        node_factory=node_factory,
+        trace=trace,
+        **config,
     )
-    settings = f"{size} nodes {config} {net} {disk}"
+    settings = f"{size} nodes + {spares} spares {config} {net} {disk}"
     cluster.note(f"SETTINGS {settings}")
     ids = cluster.ids
 
@@ -98,6 +123,25 @@ def run_random(
         at += rng.randint(30, 150)
         stale = rng.random() < 0.2
         cluster.schedule(at, lambda s=stale: cluster.read(None, stale=s))
+
+    # -- session clients: numbered commands, retried until answered, answers lost on purpose
+    clients = [
+        SessionClient(
+            cluster,
+            f"s{i}",
+            random.Random(rng.getrandbits(64)),
+            timeout_ms=rng.choice((300, 1000, 5000)),
+            window=rng.choice((1, 3)),
+            lose_reply=rng.choice((0.0, 0.1, 0.3)),
+            retry_after=rng.choice((80, 200)),
+        )
+        for i in range(rng.choice((0, 1, 2)))
+    ]
+    for client in clients:
+        at = 0
+        while at < duration:
+            at += rng.randint(20, 80)
+            cluster.schedule(at, client.step)
 
     # -- faults
     def fault() -> None:
@@ -125,8 +169,33 @@ def run_random(
             for node_id in up:  # the whole cluster goes down at once
                 cluster.crash(node_id)
             cluster.schedule(cluster.now + rng.randint(1, 400), restart_all)
+        elif choice < 0.85:
+            membership_change()
+        elif choice < 0.9:
+            transfer()
         elif down:
             cluster.restart(rng.choice(down))
+
+    def membership_change() -> None:
+        leader = cluster.leader()
+        if leader is None or leader.core is None:
+            return
+        membership = leader.core.membership
+        outside = [n for n in ids if n not in membership.members]
+        if outside and (rng.random() < 0.6 or len(membership.voters) <= 2):
+            cluster.change(AddLearner(rng.choice(outside)))
+        elif len(membership.voters) > 2 or membership.learners:
+            removable = list(
+                membership.members if len(membership.voters) > 2 else membership.learners
+            )
+            cluster.change(RemoveServer(rng.choice(removable), transfer_first=rng.random() < 0.5))
+
+    def transfer() -> None:
+        leader = cluster.leader()
+        if leader is None or leader.core is None or not leader.core.config.peers:
+            return
+        target = rng.choice(leader.core.config.peers)
+        cluster._carry_out(leader, leader.core.transfer_leadership(target, cluster.now))
 
     def restart_all() -> None:
         for node_id in ids:
@@ -163,6 +232,8 @@ def run_random(
         cluster.heal()
         net.drop = net.duplicate = net.slow = 0.0
         restart_all()
+        for client in clients:
+            client.lose_reply = 0.0
         if not cluster.run_until(cluster.converged, CONVERGE_TIMEOUT):
             raise DidNotConverge(
                 f"[seed {seed}] no convergence {CONVERGE_TIMEOUT} ms after healing: "
@@ -185,6 +256,10 @@ def run_random(
         leaders=len(cluster.checker.leaders),
         reads_checked=cluster.checker.reads_checked,
         crashes=sum(n.crashes for n in cluster.nodes.values()),
+        snapshots=cluster.checker.snapshots_checked,
+        installs=len(cluster.installs),
+        config_changes=cluster.checker.config_entries,
+        session_acks=cluster.checker.session_acks,
         settings=settings,
     )
     return result, cluster

@@ -23,7 +23,21 @@ MAX_REPORTED = 5
 def run_seeds(seeds: list[int]) -> tuple[list[str], dict[str, int]]:
     """Run ``seeds``; return the failures (their messages) and totals for the summary."""
     failures: list[str] = []
-    totals = {"runs": 0, "events": 0, "acked": 0, "reads": 0, "leaders": 0, "crashes": 0}
+    totals = dict.fromkeys(
+        (
+            "runs",
+            "events",
+            "acked",
+            "reads",
+            "leaders",
+            "crashes",
+            "snapshots",
+            "installs",
+            "config_changes",
+            "session_acks",
+        ),
+        0,
+    )
     for seed in seeds:
         try:
             result, _ = run_random(seed)
@@ -38,6 +52,10 @@ def run_seeds(seeds: list[int]) -> tuple[list[str], dict[str, int]]:
         totals["reads"] += result.reads_checked
         totals["leaders"] += result.leaders
         totals["crashes"] += result.crashes
+        totals["snapshots"] += result.snapshots
+        totals["installs"] += result.installs
+        totals["config_changes"] += result.config_changes
+        totals["session_acks"] += result.session_acks
     return failures, totals
 
 
@@ -71,3 +89,8 @@ def test_random_schedules(sim_seed: int | None) -> None:
         assert totals["acked"] > 20 * len(seeds)
         assert totals["reads"] > len(seeds)
         assert totals["leaders"] > 1.5 * len(seeds)
+        # ... and snapshots, installs, membership changes and session retries happen in them.
+        assert totals["snapshots"] > len(seeds)
+        assert totals["installs"] > len(seeds) // 10
+        assert totals["config_changes"] > len(seeds) // 2
+        assert totals["session_acks"] > 5 * len(seeds)
