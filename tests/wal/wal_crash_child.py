@@ -37,10 +37,9 @@ def run_log(directory: pathlib.Path) -> None:
 
 
 def run_actor(directory: pathlib.Path) -> None:
+    from actors import Actor, ActorSystem, Props
     from wal.writer_actor import LogWriter, WriterConfig
     from wal.writer_messages import AppendBatch, Persisted, StatusRequest
-
-    from actors import Actor, ActorSystem, Props
 
     acks: queue.SimpleQueue[int] = queue.SimpleQueue()
 
