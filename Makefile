@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SEEDS ?= 2000
+RUNS ?= 5
+JEPSEN_SECONDS ?= 20
 
-.PHONY: test lint bench run clean venv sim
+.PHONY: test lint bench run clean venv sim jepsen nettools
 
 venv: $(STAMP)
 
@@ -15,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 	@touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) nettools
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -30,6 +32,19 @@ sim: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
 	$(PY) -m bench
+
+# Nemesis runs put each node in a network namespace and cut links with iptables (root only;
+# without root or the tools those tests skip and say why). Installs iptables if it is missing.
+nettools:
+	@if [ "$$(id -u)" = 0 ] && ! command -v iptables-restore >/dev/null 2>&1; then \
+		echo "installing iptables for the nemesis runs"; \
+		apt-get install -y -q iptables iproute2 >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && apt-get install -y -q iptables iproute2 >/dev/null; }; \
+	fi
+
+# Seeded nemesis runs against a 5-node cluster; `make jepsen RUNS=50` for a long one.
+jepsen: $(STAMP) nettools
+	$(PY) -m tests.jepsen.run --runs $(RUNS) --seconds $(JEPSEN_SECONDS)
 
 run: $(STAMP)
 	$(PY) -m examples.cluster_demo
