@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -300,10 +301,25 @@ def _build(mtype: MessageType, fields: Any) -> Any:
         raise FrameError("bad_payload", f"{mtype.tag}: {exc}") from exc
 
 
+# Each nested message is decoded by a fresh unpackb that re-enters this hook, keeping a large
+# unpack context on the C stack per level where Python's recursion limit cannot see it: a few
+# KB of hostile nesting would overflow the stack and kill the process (found by fuzzing). No
+# coterie message nests more than a couple of levels.
+MAX_NESTING = 16
+_nesting = threading.local()
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != NESTED_EXT:
         raise FrameError("bad_payload", f"unknown msgpack ext type {code}")
-    inner = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    depth = getattr(_nesting, "depth", 0)
+    if depth >= MAX_NESTING:
+        raise FrameError("bad_payload", f"messages nested deeper than {MAX_NESTING} levels")
+    _nesting.depth = depth + 1
+    try:
+        inner = msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    finally:
+        _nesting.depth = depth
     if type(inner) is not list or not inner or type(inner[0]) is not str:
         raise FrameError("bad_payload", "nested message is not [tag, fields...]")
     return _build(lookup_tag(inner[0]), inner[1:])
