@@ -30,6 +30,7 @@ from typing import Any
 
 import msgpack
 
+from actors import configure_logging
 from consensus.shell.protocol import ClientQuery
 from coterie.jepsen import Counter, Recorder, Register, check, operations, save, summary
 from tests.jepsen.nemesis import Nemesis, schedule
@@ -50,6 +51,7 @@ class RunResult:
     divergent: bool
     recovery: float | None  # seconds from healing to a write and a read served
     seconds: float
+    check_seconds: float  # the checker's share of ``seconds``
     directory: pathlib.Path | None
     nemesis_errors: list[str]
 
@@ -125,6 +127,7 @@ def nemesis_run(
         divergent=divergent,
         recovery=recovery,
         seconds=time.monotonic() - started,
+        check_seconds=sum(r.seconds for r in results),
         directory=directory,
         nemesis_errors=nemesis.errors,
     )
@@ -215,7 +218,7 @@ def _hashable(value: Any) -> Any:
 def table(results: list[RunResult]) -> str:
     head = (
         f"{'seed':>6} {'ops':>6} {'faults':>6} {'ok':>6} {'fail':>5} {'info':>5} "
-        f"{'verdict':<17} {'lost':>4} {'diverged':>8} {'recovery':>8} {'time':>6}"
+        f"{'verdict':<17} {'lost':>4} {'diverged':>8} {'recovery':>8} {'check':>6} {'time':>6}"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -223,7 +226,8 @@ def table(results: list[RunResult]) -> str:
         lines.append(
             f"{r.seed:>6} {r.ops:>6} {len(r.faults):>6} {r.counts['ok']:>6} "
             f"{r.counts['fail']:>5} {r.counts['info']:>5} {r.verdict:<17} {r.lost:>4} "
-            f"{'yes' if r.divergent else 'no':>8} {recovery:>8} {r.seconds:>5.0f}s"
+            f"{'yes' if r.divergent else 'no':>8} {recovery:>8} {r.check_seconds:>5.1f}s "
+            f"{r.seconds:>5.0f}s"
         )
     kinds: dict[str, int] = {}
     for r in results:
@@ -255,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=pathlib.Path, default=None, help="where runs are kept")
     parser.add_argument("--keep", action="store_true", help="keep clean runs' directories")
     args = parser.parse_args(argv)
+    configure_logging("warning")  # the test's own actor system; nodes log to their files
     reason = unavailable()
     if reason:
         print(f"jepsen: cannot run: {reason}", file=sys.stderr)

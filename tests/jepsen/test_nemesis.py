@@ -109,7 +109,7 @@ def test_the_schedule_is_a_function_of_the_seed() -> None:
 
 
 def test_a_short_nemesis_run_is_linearizable_and_recovers(tmp_path) -> None:
-    result = nemesis_run(3, seconds=12, base=tmp_path)
+    result = nemesis_run(7, seconds=10, base=tmp_path)  # pause, kill, isolated leader
     print(table([result]))
     details = "\n".join(result.anomalies + result.nemesis_errors + result.faults)
     assert result.faults, "the nemesis injected nothing"
