@@ -15,7 +15,7 @@ import pytest
 
 from coterie.jepsen import Recorder, Register, check, operations
 from tests.jepsen import netns
-from tests.jepsen.nemesis import KINDS, Nemesis, schedule
+from tests.jepsen.nemesis import KINDS, schedule
 from tests.jepsen.nscluster import NetnsCluster
 from tests.jepsen.run import nemesis_run, table
 from tests.jepsen.workload import Workload, WorkloadConfig
@@ -134,11 +134,9 @@ def test_negative_control_stale_reads_from_a_partitioned_node_are_caught(tmp_pat
         leader = cluster.wait_for_leader()
         follower = next(n for n in cluster.ids if n != leader)
         cluster.network.partition([[follower], [n for n in cluster.ids if n != follower]])
-        nemesis = Nemesis(cluster, [])
         load.start()
         time.sleep(4)
         load.stop()
-        nemesis.heal()
     finally:
         cluster.close()
     result = check(operations(recorder.events()), Register())
