@@ -80,7 +80,7 @@ class Candidate:
     def config_changed(self) -> None:
         """Unreachable: a candidate appends nothing."""
 
-    def snapshot_installed(self, index: int) -> None:
+    def snapshot_installed(self, index: int, *, reset: bool) -> None:
         """Unreachable: only followers install snapshots."""
 
     def handle(self, msg: Any) -> None:

@@ -75,9 +75,11 @@ class Follower:
     def config_changed(self) -> None:
         """Nothing to do: whether to campaign is decided when the timer fires."""
 
-    def snapshot_installed(self, index: int) -> None:
-        self.accepted = max(self.accepted, index)
-        self.acked = max(self.acked, index)
+    def snapshot_installed(self, index: int, *, reset: bool) -> None:
+        if reset:  # the log now ends at the snapshot: nothing after it is known to match
+            self.accepted = self.acked = index
+        else:
+            self.accepted = max(self.accepted, index)
 
     def vote_granted(self) -> None:
         # Having just voted, give that candidate a full timeout to win before competing.

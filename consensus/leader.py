@@ -530,7 +530,7 @@ class Leader:
 
     # ------------------------------------------------------------------ snapshots
 
-    def snapshot_installed(self, index: int) -> None:
+    def snapshot_installed(self, index: int, *, reset: bool) -> None:
         """Unreachable: only followers install snapshots."""
 
     def _start_snapshot(self, peer: str, progress: Progress) -> None:

@@ -357,7 +357,10 @@ class RaftNode:
             write.index, write.term, write.membership, write.size, write.crc, write.timestamp
         )
         index = info.index
-        keep = self.log.term_at(index) == info.term and index <= self.log.durable_index
+        # A log holding the snapshot's last entry continues it (log matching): keep it, even
+        # what is not yet durable, since this node may have acknowledged entries after it.
+        # Any other log cannot hold an acknowledged entry past the snapshot: drop it.
+        keep = self.log.term_at(index) == info.term
         # Our proposals whose entries the state machine will now never apply one by one:
         # those past what was handed out and covered by the snapshot have an unknown fate;
         # those past the snapshot on a log being reset are gone.
@@ -382,10 +385,15 @@ class RaftNode:
         self.snapshot = info
         self.commit_index = max(self.commit_index, index)
         self.applied_index = self._handed_out_index = index
-        self._compacted = self._compact_target = max(self._compacted, index)
+        if keep:  # the prefix goes once durable, through compact_through, as after our own
+            self._compact_target = max(
+                self._compact_target, index - self.config.snapshot_trailing_entries
+            )
+        else:  # the caller resets its log to start right after the snapshot
+            self._compacted = self._compact_target = max(self._compacted, index)
         self._snapshot_asked_at = None
         self._applied_bytes = 0
-        self.role.snapshot_installed(index)
+        self.role.snapshot_installed(index, reset=not keep)
         self._out.install_snapshot = SnapshotInstall(info, reset_log=not keep)
         if self.configs.current != before:
             self._config_changed()

@@ -26,8 +26,9 @@ The core never holds a snapshot's content. The caller writes snapshots to its st
   it to the partial snapshot at its offset (or skips it if its file is elsewhere), makes it
   durable, and reports the durable offset (``node.snapshot_written``), which goes back to the
   leader. When the last chunk completes the file the core installs it: the Ready's
-  :class:`SnapshotInstall` tells the caller to restore the state machine from the file and to
-  reset (or compact) its log; commit and apply indexes jump to the snapshot.
+  :class:`SnapshotInstall` tells the caller to restore the state machine from the file and, if
+  the log does not continue the snapshot, to reset it; commit and apply indexes jump to the
+  snapshot.
 * **Restart.** The node is built from the latest snapshot's :class:`SnapshotInfo` and the log;
   :func:`reconcile_log` first discards a log that does not continue the snapshot (a crash
   between finishing an installed snapshot and resetting the log).
@@ -98,10 +99,13 @@ class ChunkWrite:
 @dataclasses.dataclass(frozen=True, slots=True)
 class SnapshotInstall:
     """Follower: the snapshot ``info`` (complete in the store) replaces the state machine and
-    the log prefix. Before applying anything else: restore the state machine from it, then
-    ``storage.reset(index, term)`` when ``reset_log`` (the log does not continue it), else
-    ``storage.compact_through(index)``. Log writes handed out earlier and not yet done may be
-    carried out first or dropped; their ``persisted`` reports are ignored."""
+    the log prefix. Before applying anything else, restore the state machine from it. When
+    ``reset_log``, the log does not continue the snapshot: ``storage.reset(index, term)``,
+    after (or instead of) any log write handed out earlier, and report no ``persisted`` for
+    those earlier writes (the core ignores them by index and term, but a write completed
+    before the reset must not be reported after it: drop every ``persisted`` until the reset
+    is done). Otherwise the log holds the snapshot's last entry and goes on as it is; its
+    prefix is dropped later through ``compact_through`` once durable."""
 
     info: SnapshotInfo
     reset_log: bool

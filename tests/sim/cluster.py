@@ -534,8 +534,6 @@ class SimCluster:
         if reset_log:
             node.storage.reset(info.index, info.term)
             node.writes.clear()  # their reports must not reach the core: that log is gone
-        else:
-            node.storage.compact_through(info.index)
         self.installs.append((self.now, node.id, info.index))
         self.note(f"{node.id} INSTALL snapshot {info.index} (reset log: {reset_log})")
 
