@@ -3,10 +3,14 @@ host them, client sessions and snapshots. Built on `actors` and `wal`; never tou
 a file directly.
 
 The core is :class:`RaftNode`: feed it peer messages (``step``), the time (``tick``), client
-commands (``propose``) and reads (``read``, ``read_batch``), and the caller's reports
-(``persisted``, ``applied``); each call returns a :class:`Ready` to carry out as
-``consensus.ready`` describes. ``consensus.wal_storage.WalLogStorage`` puts a ``wal.SegmentedLog``
-behind the core's log interface::
+commands (``propose``), reads (``read``, ``read_batch``) and membership changes
+(``change_membership``), and the caller's reports (``persisted``, ``applied``, and for
+snapshots ``snapshot_taken``, ``snapshot_chunk``, ``snapshot_written``); each call returns a
+:class:`Ready` to carry out as ``consensus.ready`` describes. ``consensus.configuration`` holds
+cluster membership, ``consensus.snapshots`` the snapshot flow, ``consensus.sessions`` the
+exactly-once session layer that wraps a user's state machine.
+``consensus.wal_storage.WalLogStorage`` puts a ``wal.SegmentedLog`` behind the core's log
+interface::
 
     node = RaftNode(RaftConfig("n1", ("n1", "n2", "n3")), MemoryLog(), HardState(),
                     random.Random(seed), now=0)
@@ -14,6 +18,14 @@ behind the core's log interface::
 """
 
 from consensus.config import RaftConfig, ReadMode
+from consensus.configuration import (
+    AddLearner,
+    InvalidChange,
+    Membership,
+    MembershipChange,
+    PromoteLearner,
+    RemoveServer,
+)
 from consensus.errors import (
     ConsensusError,
     IllegalTransition,
@@ -25,9 +37,14 @@ from consensus.log import LogReader, LogStorage, MemoryLog
 from consensus.messages import ClientCommand, ClientResponse, Entry, EntryKind
 from consensus.node import ALLOWED_TRANSITIONS, RaftNode
 from consensus.ready import HardState, ReadState, Ready, Role, RoleChange
+from consensus.sessions import SessionStateMachine
+from consensus.snapshots import ChunkRead, ChunkWrite, SnapshotInfo, SnapshotInstall
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
+    "AddLearner",
+    "ChunkRead",
+    "ChunkWrite",
     "ClientCommand",
     "ClientResponse",
     "ConsensusError",
@@ -35,17 +52,25 @@ __all__ = [
     "EntryKind",
     "HardState",
     "IllegalTransition",
+    "InvalidChange",
     "LocalProtocolError",
     "LogReader",
     "LogStorage",
+    "Membership",
+    "MembershipChange",
     "MemoryLog",
+    "PromoteLearner",
     "RaftConfig",
     "RaftNode",
     "ReadMode",
     "ReadState",
     "Ready",
     "RemoteProtocolError",
+    "RemoveServer",
     "Role",
     "RoleChange",
     "SafetyViolation",
+    "SessionStateMachine",
+    "SnapshotInfo",
+    "SnapshotInstall",
 ]

@@ -12,6 +12,7 @@ CORE = (
     "__init__",
     "candidate",
     "config",
+    "configuration",
     "errors",
     "follower",
     "leader",
@@ -22,6 +23,8 @@ CORE = (
     "raftlog",
     "reads",
     "ready",
+    "sessions",
+    "snapshots",
 )
 FORBIDDEN = {"zmq", "pykka", "time", "random", "threading", "socket", "asyncio", "os"}
 
