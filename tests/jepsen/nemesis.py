@@ -8,6 +8,8 @@ Kinds of fault (each held for a while, then undone, with quiet gaps in between):
 ``partition-leader``   the leader alone on one side
 ``partition-bridge``   two majorities sharing one node that sees everyone (a bridge)
 ``loss``               a fraction (10-40%) of the packets between nodes dropped
+``kill-majority``      SIGKILL three of the five nodes at once: no quorum until restarted
+``partition-split``    three sides, 2 | 2 | 1: no side has a majority
 
 The schedule (kinds, targets when not "the leader", durations) is a pure function of the
 seed, so a run can be replayed; "the leader" is resolved when the fault starts, and every
@@ -34,6 +36,8 @@ KINDS = (
     "partition-leader",
     "partition-bridge",
     "loss",
+    "kill-majority",
+    "partition-split",
 )
 
 
@@ -71,6 +75,12 @@ def schedule(seed: int, seconds: float, nodes: list[str]) -> list[Fault]:
             params["sides"] = [shuffled[: len(nodes) // 2], shuffled[len(nodes) // 2 :]]
         elif kind == "partition-bridge":
             params["order"] = rng.sample(nodes, len(nodes))
+        elif kind == "kill-majority":
+            params["nodes"] = rng.sample(nodes, len(nodes) // 2 + 1)
+        elif kind == "partition-split":
+            shuffled = rng.sample(nodes, len(nodes))
+            third = max(1, len(nodes) * 2 // 5)
+            params["sides"] = [shuffled[:third], shuffled[third : 2 * third], shuffled[2 * third :]]
         elif kind == "loss":
             params["fraction"] = round(rng.uniform(0.1, 0.4), 2)
         faults.append(Fault(kind, at, duration, params))
@@ -139,13 +149,20 @@ class Nemesis:
                     self.killed.add(node)
                     self.paused.discard(node)
             fault.targets = targets
+        elif fault.kind == "kill-majority":
+            for node in fault.params["nodes"]:
+                if node in cluster.procs:
+                    cluster.kill(node)
+                    self.killed.add(node)
+                    self.paused.discard(node)
+            fault.targets = list(fault.params["nodes"])
         elif fault.kind == "pause":
             targets = [n for n in self._pick(fault, 1) if n in cluster.running()]
             for node in targets:
                 cluster.pause(node)
                 self.paused.add(node)
             fault.targets = targets
-        elif fault.kind == "partition-halves":
+        elif fault.kind in ("partition-halves", "partition-split"):
             network.partition(fault.params["sides"])
             fault.targets = ["|".join(",".join(side) for side in fault.params["sides"])]
         elif fault.kind == "partition-leader":
@@ -164,7 +181,7 @@ class Nemesis:
 
     def _end(self, fault: Fault) -> None:
         cluster = self.cluster
-        if fault.kind == "kill":
+        if fault.kind in ("kill", "kill-majority"):
             for node in fault.targets:
                 if node in self.killed:
                     cluster.start(node)

@@ -258,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="fault phase per run")
     parser.add_argument("--dir", type=pathlib.Path, default=None, help="where runs are kept")
     parser.add_argument("--keep", action="store_true", help="keep clean runs' directories")
+    parser.add_argument(
+        "--retrying-client",
+        action="store_true",
+        help="counter adds through consensus.client.Client (retries; no sessions yet)",
+    )
     args = parser.parse_args(argv)
     configure_logging("warning")  # the test's own actor system; nodes log to their files
     reason = unavailable()
@@ -268,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         args.dir.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in range(args.seed, args.seed + args.runs):
-        result = nemesis_run(seed, seconds=args.seconds, base=args.dir, keep=args.keep)
+        workload = WorkloadConfig(retrying_client=args.retrying_client)
+        result = nemesis_run(
+            seed, seconds=args.seconds, base=args.dir, keep=args.keep, workload=workload
+        )
         results.append(result)
         recovery = f"{result.recovery:.2f}s" if result.recovery is not None else "NONE"
         print(

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgpack
 
+from consensus.client import Client
 from consensus.messages import ClientCommand
 from consensus.shell.protocol import ClientQuery
 from coterie.jepsen import Recorder
@@ -46,6 +47,10 @@ class WorkloadConfig:
     # Negative control only: reads with stale=True from a random node. Not linearizable
     # by design, so a run with it must be caught by the checker.
     stale_reads: bool = False
+    # Counter adds through consensus.client.Client, which retries a command whose attempt
+    # timed out: without exactly-once sessions a retry can apply an add twice, and the
+    # counter model shows it. Off by default: the runs check the cluster, not this client.
+    retrying_client: bool = False
 
 
 class KeySpace:
@@ -105,6 +110,9 @@ class Workload:
 
     def _work(self, process: int, counter: bool, rng: random.Random) -> None:
         target = self.addresses[process % len(self.addresses)]
+        client = None
+        if counter and self.config.retrying_client:
+            client = Client(self.cluster.system, self.addresses, attempt_timeout=0.5, rng=rng)
         last_read: dict[str, Any] = {}
         while not self.stopping.is_set():
             if counter:
@@ -124,7 +132,10 @@ class Workload:
                     f, arg = "cas", (last_read.get(key), next(self.values))
             if f == "read" and self.config.stale_reads:
                 target = rng.choice(self.addresses)
-            outcome, value, target = self.operate(process, f, key, arg, target, rng)
+            if client is not None and f == "add":
+                outcome, value = self._retrying_add(client, process, key, arg)
+            else:
+                outcome, value, target = self.operate(process, f, key, arg, target, rng)
             if f == "read" and outcome == "ok":
                 last_read[key] = value
             if outcome == "info":
@@ -144,6 +155,16 @@ class Workload:
             value = bool(value)
         self.recorder.complete(call, outcome, value if outcome == "ok" else str(value))
         return outcome, value, target
+
+    def _retrying_add(self, client: Client, process: int, key: str, delta: int) -> tuple[str, Any]:
+        call = self.recorder.invoke(process, "add", key, delta)
+        try:
+            committed = client.submit(msgpack.packb(["add", key, delta]), timeout=3.0)
+        except Exception as exc:  # gave up: it may still have been applied
+            self.recorder.complete(call, "info", repr(exc))
+            return "info", None
+        self.recorder.complete(call, "ok", committed.result)
+        return "ok", committed.result
 
     def _attempt(
         self, f: str, key: str, arg: Any, target: str, rng: random.Random
