@@ -306,12 +306,12 @@ class Leader:
                 )
             if progress.acknowledged(msg.match_index):
                 self._maybe_commit()
+                if node.role is not self:
+                    return  # stepped down (removed from the configuration)
                 if msg.source == self.transfer_target:
                     self._maybe_send_timeout_now()
                 if msg.source in node.config.learners:
                     self._maybe_promote()
-                if node.role is not self:
-                    return  # stepped down (removed from the configuration)
             self.send_append(msg.source)
             self._tell_commit(msg.source, progress)
             return
