@@ -45,21 +45,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from consensus.config import ReadMode
-from consensus.configuration import (
-    CONFIGURATION,
-    InvalidChange,
-    Membership,
-    MembershipChange,
-    PromoteLearner,
-    RemoveServer,
-    apply_change,
-)
 from consensus.errors import LocalProtocolError, RemoteProtocolError
+from consensus.leader_membership import MembershipDuties
+from consensus.leader_snapshots import SnapshotSender
 from consensus.messages import (
-    ERROR_CONFIG_IN_PROGRESS,
-    ERROR_INVALID_CHANGE,
-    ERROR_LEARNER_BEHIND,
-    ERROR_OUTCOME_UNKNOWN,
     ERROR_TRANSFERRING,
     AppendEntries,
     AppendEntriesResponse,
@@ -75,13 +64,12 @@ from consensus.messages import (
 from consensus.progress import Progress, ProgressState
 from consensus.reads import ReadTracker
 from consensus.ready import Role
-from consensus.snapshots import ChunkRead
 
 if TYPE_CHECKING:
     from consensus.node import RaftNode
 
 
-class Leader:
+class Leader(SnapshotSender, MembershipDuties):
     kind = Role.LEADER
     __slots__ = (
         "committed_in_term",
@@ -248,30 +236,14 @@ class Leader:
                 return
         if now >= self.heartbeat_due:
             self.broadcast_heartbeat()
-        retry = node.config.snapshot_retry_interval
-        for peer in sorted(self.snapshot_peers):
-            progress = self.progress.get(peer)
-            if progress is None or progress.state is not ProgressState.SNAPSHOT:
-                self.snapshot_peers.discard(peer)
-            elif not progress.reading and (
-                progress.chunk_in_flight is None or now - progress.snapshot_sent_at >= retry
-            ):
-                self._send_snapshot_probe(peer, progress)
-
-    @property
-    def snapshot_deadline(self) -> int | None:
-        """When the next snapshot probe is due, if a transfer is under way."""
-        if not self.snapshot_peers:
-            return None
-        due = [
-            p.snapshot_sent_at + self.node.config.snapshot_retry_interval
-            for peer, p in self.progress.items()
-            if p.state is ProgressState.SNAPSHOT and peer in self.snapshot_peers
-        ]
-        return min(due) if due else None
+        if self.snapshot_peers:
+            self.retry_snapshots()
 
     def vote_granted(self) -> None:
         """Unreachable: a leader has voted for itself in its term."""
+
+    def snapshot_installed(self, index: int, *, reset: bool) -> None:
+        """Unreachable: only followers install snapshots."""
 
     def on_persisted(self) -> None:
         self._maybe_commit()
@@ -431,201 +403,3 @@ class Leader:
             self.lease_allowed = False
             node.send(target, TimeoutNow(node.term, node.id))
             self.transfer_sent = True
-
-    # ------------------------------------------------------------------ membership
-
-    def change_membership(self, request_id: str, change: MembershipChange) -> None:
-        node = self.node
-        if self.transfer_target is not None:
-            node.reply(request_id, ERROR_TRANSFERRING, hint=self.transfer_target)
-            return
-        if not self.committed_in_term or node.configs.uncommitted(node.commit_index):
-            node.reply(request_id, ERROR_CONFIG_IN_PROGRESS)
-            return
-        try:
-            new = apply_change(node.membership, change)
-        except InvalidChange as exc:
-            node.reply(request_id, ERROR_INVALID_CHANGE, detail=str(exc))
-            return
-        if isinstance(change, PromoteLearner) and not self._caught_up(change.node):
-            node.reply(request_id, ERROR_LEARNER_BEHIND)
-            return
-        if isinstance(change, RemoveServer) and change.node == node.id and change.transfer_first:
-            successor = self._successor(new)
-            if successor is not None:
-                self.transfer(successor)
-                node.reply(request_id, ERROR_TRANSFERRING, hint=successor)
-                return
-        self._append_configuration(new, request_id)
-
-    def _append_configuration(self, new: Membership, request_id: str | None) -> None:
-        node = self.node
-        (entry,) = self._append([(CONFIGURATION, new.encode())])
-        if request_id is not None:
-            node.pending.append((entry.index, node.term, request_id))
-        self.broadcast_append()
-
-    def _caught_up(self, peer: str) -> bool:
-        progress = self.progress.get(peer)
-        return (
-            progress is not None
-            and progress.match >= self.node.log.last_index - self.node.config.promote_lag
-        )
-
-    def _successor(self, membership: Membership) -> str | None:
-        """The voter of ``membership`` (other than us) with the longest matching log."""
-        candidates = [v for v in membership.voters if v != self.node.id and v in self.progress]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda v: (self.progress[v].match, v))
-
-    def _maybe_promote(self) -> None:
-        node = self.node
-        if (
-            not node.config.auto_promote
-            or self.transfer_target is not None
-            or not self.committed_in_term
-            or node.configs.uncommitted(node.commit_index)
-        ):
-            return
-        for learner in node.config.learners:
-            if self._caught_up(learner):
-                self._append_configuration(
-                    apply_change(node.membership, PromoteLearner(learner)), None
-                )
-                return
-
-    def config_changed(self) -> None:
-        """The configuration in effect changed (we appended it): track new members; members
-        removed keep their progress until the change commits, so they can learn of it."""
-        node = self.node
-        config = node.config
-        next_index = node.log.last_index + 1
-        for peer in config.replicas:
-            if peer not in self.progress:
-                self.progress[peer] = Progress(next_index, config.max_inflight, node.now)
-        # A lease rests on a majority of the configuration that earned it.
-        self.reads.lease_until = None
-
-    def _configuration_committed(self) -> None:
-        node = self.node
-        members = set(node.config.voters) | set(node.config.learners)
-        for peer in [p for p in self.progress if p not in members]:
-            del self.progress[peer]
-        if node.id not in node.config.voters:
-            self._step_down_removed()
-            return
-        self._maybe_promote()
-
-    def _step_down_removed(self) -> None:
-        """We removed ourselves and that is committed: hand over and step down."""
-        node = self.node
-        successor = self._successor(node.membership)
-        if successor is not None and self.progress[successor].match >= node.configs.latest_index:
-            node.send(successor, TimeoutNow(node.term, node.id))
-        # Entries after the change may still commit under the next leader; we will not hear.
-        while node.pending and node.pending[-1][0] > node.commit_index:
-            node.reply(node.pending.pop()[2], ERROR_OUTCOME_UNKNOWN)
-        node.become_follower(node.term, None, "removed from the configuration")
-
-    # ------------------------------------------------------------------ snapshots
-
-    def snapshot_installed(self, index: int, *, reset: bool) -> None:
-        """Unreachable: only followers install snapshots."""
-
-    def _start_snapshot(self, peer: str, progress: Progress) -> None:
-        node = self.node
-        node.note_need_snapshot(peer)
-        if node.snapshot is None:
-            return  # unreachable: a compacted log always has its snapshot
-        progress.become_snapshot(node.snapshot)
-        self.snapshot_peers.add(peer)
-        self._send_snapshot_probe(peer, progress)
-
-    def _send_snapshot_probe(self, peer: str, progress: Progress) -> None:
-        """An empty chunk: the follower answers with the offset it holds."""
-        self._send_chunk(peer, progress, progress.snapshot_offset, b"")
-
-    def _send_chunk(self, peer: str, progress: Progress, offset: int, data: bytes) -> None:
-        node = self.node
-        snapshot = progress.snapshot
-        assert snapshot is not None
-        node.send(
-            peer,
-            InstallSnapshot(
-                node.term,
-                node.id,
-                snapshot.index,
-                snapshot.term,
-                snapshot.size,
-                snapshot.crc,
-                snapshot.timestamp,
-                snapshot.membership.encode(),
-                offset,
-                data,
-                bool(data or snapshot.size == 0) and offset + len(data) >= snapshot.size,
-                self.reads.round,
-            ),
-        )
-        progress.chunk_in_flight = offset
-        progress.snapshot_sent_at = node.now
-
-    def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
-        progress = self.progress.get(msg.source)
-        if progress is None:
-            return
-        self._heard(progress, msg.round)
-        snapshot = progress.snapshot
-        if (
-            progress.state is not ProgressState.SNAPSHOT
-            or snapshot is None
-            or (msg.last_index, msg.last_term) != (snapshot.index, snapshot.term)
-            or msg.chunk_offset != progress.chunk_in_flight
-        ):
-            return  # an answer to a chunk or probe we no longer wait for
-        progress.chunk_in_flight = None
-        if msg.done:
-            progress.snapshot_done(msg.last_index)
-            self.send_append(msg.source)
-            return
-        if not 0 <= msg.offset <= snapshot.size:
-            raise RemoteProtocolError(
-                f"holds {msg.offset} bytes of a {snapshot.size}-byte snapshot"
-            )
-        progress.snapshot_offset = msg.offset
-        progress.reading = True
-        self.node.queue_snapshot_read(
-            ChunkRead(
-                msg.source,
-                snapshot.index,
-                snapshot.term,
-                msg.offset,
-                self.node.config.snapshot_chunk_bytes,
-            )
-        )
-
-    def snapshot_chunk(self, read: ChunkRead, data: bytes | None) -> None:
-        progress = self.progress.get(read.peer)
-        snapshot = progress.snapshot if progress is not None else None
-        if (
-            progress is None
-            or snapshot is None
-            or not progress.reading
-            or (read.index, read.term, read.offset)
-            != (snapshot.index, snapshot.term, progress.snapshot_offset)
-        ):
-            return  # the transfer moved on (finished, restarted, or the peer left)
-        progress.reading = False
-        if data is None:
-            # That snapshot is gone from the store: start over with the latest one.
-            progress.become_probe()
-            self.send_append(read.peer)
-            return
-        if len(data) > read.max_bytes or read.offset + len(data) > snapshot.size:
-            raise LocalProtocolError(
-                f"chunk of {len(data)} bytes at {read.offset} does not fit the read "
-                f"({read.max_bytes} max) or the snapshot ({snapshot.size} bytes)"
-            )
-        if not data and read.offset < snapshot.size:
-            raise LocalProtocolError(f"empty chunk read at {read.offset} of {snapshot.size}")
-        self._send_chunk(read.peer, progress, read.offset, data)
