@@ -7,7 +7,7 @@ SEEDS ?= 2000
 RUNS ?= 5
 JEPSEN_SECONDS ?= 20
 
-.PHONY: test lint bench run clean venv sim jepsen nettools
+.PHONY: test lint bench run clean venv sim sim-membership jepsen nettools
 
 venv: $(STAMP)
 
@@ -27,6 +27,13 @@ lint: $(STAMP)
 # The randomized Raft simulation alone; `make sim SEEDS=100000` for a long sweep.
 sim: $(STAMP)
 	SEEDS=$(SEEDS) $(PY) -m pytest -q tests/sim -k random --timeout=0
+
+# Rapid membership at scale (2,000 to 10,000 simulated members): JSON and a PNG of cluster size
+# over time in bench/results; `make sim-membership SCALE=0.1` for a quick look.
+SCALE ?= 1.0
+sim-membership: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[bench]'
+	$(PY) -m membership.rapid.scenarios --scale $(SCALE)
 
 # The bench extra brings the baselines measured beside coterie (PySyncObj) and matplotlib.
 bench: $(STAMP)
