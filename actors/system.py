@@ -34,6 +34,7 @@ from actors.errors import (
 from actors.paths import ANY_SYSTEM, ActorPath, Address, InvalidActorPath
 from actors.ref import ActorRef, AskFuture, CallbackThread, current_actor, settle
 from actors.scheduler import Scheduler
+from actors.security import CurveConfig
 from actors.supervision import OneForOne
 from actors.transport import Counters, RateLimitedLog, Transport, TransportConfig
 from actors.wire import (
@@ -132,7 +133,10 @@ class RemoteReply(Reply):
 
 
 class ActorSystem:
-    """An actor system. With `host`, it listens on `host:port` (0 picks a free port)."""
+    """An actor system. With `host`, it listens on `host:port` (0 picks a free port).
+
+    With `curve`, every connection is authenticated and encrypted (see actors/security.py).
+    """
 
     def __init__(
         self,
@@ -144,6 +148,7 @@ class ActorSystem:
         advertised_port: int | None = None,
         cluster_id: str = "coterie",
         transport_config: TransportConfig | None = None,
+        curve: CurveConfig | None = None,
         guardian_restarts: tuple[int, float] = (10, 60.0),
     ) -> None:
         Address(name)  # validates the name with the path grammar
@@ -164,7 +169,13 @@ class ActorSystem:
         self._local_endpoints: set[str] = set()
         if host is not None:
             self._transport = Transport(
-                host, port, cluster_id, self._deliver_remote, self._fail_asks, transport_config
+                host,
+                port,
+                cluster_id,
+                self._deliver_remote,
+                self._fail_asks,
+                transport_config,
+                curve,
             )
             bound = self._transport.start()
             # What peers are told to connect to may differ from what we bind (NAT, port

@@ -21,6 +21,12 @@ Nothing here blocks a sender: the deque is bounded, every ZeroMQ send is non-blo
 queues are bounded by high-water marks. What cannot be queued is dropped, counted and logged
 (rate-limited); asks among the dropped envelopes are failed at once through `on_undeliverable`.
 Reconnection is ZeroMQ's own, with a capped back-off.
+
+With a :class:`~actors.security.CurveConfig` every connection is CurveZMQ: the ROUTER is a CURVE
+server whose ZAP handler (served on this same IO thread) admits only allowed public keys, and
+each DEALER is a CURVE client that knows the public key of the node it dials. Refused peers
+are logged (rate-limited) with their address and key and counted as ``refused_<reason>``;
+frames from admitted peers carry the peer's key, which drop logs name.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from typing import Any
 import structlog
 import zmq
 
+from actors.security import ZAP_DOMAIN, CurveConfig, HandshakeWatch, ZapHandler
 from actors.wire import Envelope, FrameError, decode_frame, encode_frame
 
 log = structlog.get_logger("coterie.transport")
@@ -112,8 +119,10 @@ class Transport:
         deliver: Callable[[Envelope, bytes | None], None],
         on_undeliverable: Callable[[list[int], str], None],
         config: TransportConfig | None = None,
+        curve: CurveConfig | None = None,
     ) -> None:
         self.config = config or TransportConfig()
+        self.curve = curve
         self.counters = Counters()
         self._host = host
         self._requested_port = port
@@ -127,6 +136,9 @@ class Transport:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._drops = RateLimitedLog("dropped input")
+        self._refusals = RateLimitedLog("peer refused")
+        self._zap: ZapHandler | None = None
+        self._watch: HandshakeWatch | None = None
         self.port: int | None = None
         self._thread = threading.Thread(target=self._run, name="coterie-io", daemon=True)
 
@@ -177,10 +189,47 @@ class Transport:
 
     def _run(self) -> None:
         context = zmq.Context()
-        router: Any = None
         self._dealers: dict[str, Any] = {}
         self._dealer_endpoints: dict[Any, str] = {}
         try:
+            router, endpoint = self._open(context)
+        except BaseException as exc:
+            self._start_error = exc
+            context.term()
+            self._ready.set()
+            return
+        self._ready.set()
+        if self.curve is not None:
+            log.info(
+                "transport listening",
+                endpoint=endpoint,
+                curve=True,
+                public_key=self.curve.public_key.decode("ascii"),
+                allowed_keys=len(self.curve.allowed_keys),
+            )
+        else:
+            log.info("transport listening", endpoint=endpoint, curve=False)
+        try:
+            self._loop()
+        except Exception:
+            log.exception("transport IO thread crashed")
+            raise
+        finally:
+            self._close_security()
+            for sock in self._dealers.values():
+                sock.close(0)
+            router.close(0)
+            context.term()
+            log.info("transport stopped", **self.counters.snapshot())
+
+    def _open(self, context: Any) -> tuple[Any, str]:
+        """Bind the ROUTER (and, with CURVE, the ZAP handler and handshake watch); on failure
+        close whatever was opened and raise."""
+        router: Any = None
+        try:
+            if self.curve is not None:
+                # Bound before the ROUTER: with no handler listening libzmq admits every key.
+                self._zap = ZapHandler(context, self.curve.allowed_keys, self._refused)
             router = context.socket(zmq.ROUTER)
             router.setsockopt(zmq.LINGER, 0)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -192,6 +241,12 @@ class Transport:
             bind_host = f"[{self._host}]" if ":" in self._host else self._host
             if ":" in self._host:
                 router.setsockopt(zmq.IPV6, 1)
+            if self.curve is not None:
+                router.setsockopt(zmq.CURVE_SERVER, 1)
+                router.setsockopt(zmq.CURVE_SECRETKEY, self.curve.secret_key)
+                router.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.public_key)
+                router.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN)
+                self._watch = HandshakeWatch(router, self._refused)
             port = self._requested_port
             router.bind(f"tcp://{bind_host}:{port if port else '*'}")
             endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -200,30 +255,37 @@ class Transport:
             self._poller = zmq.Poller()
             self._poller.register(router, zmq.POLLIN)
             self._poller.register(self._wake_r, zmq.POLLIN)
-        except BaseException as exc:
-            self._start_error = exc
+            if self._zap is not None:
+                self._poller.register(self._zap.socket, zmq.POLLIN)
+            if self._watch is not None:
+                self._poller.register(self._watch.socket, zmq.POLLIN)
+        except BaseException:
+            self._close_security()
             if router is not None:
                 router.close(0)
-            context.term()
-            self._ready.set()
-            return
-        self._ready.set()
-        log.info("transport listening", endpoint=endpoint)
-        try:
-            self._loop()
-        except Exception:
-            log.exception("transport IO thread crashed")
             raise
-        finally:
-            for sock in self._dealers.values():
-                sock.close(0)
-            router.close(0)
-            context.term()
-            log.info("transport stopped", **self.counters.snapshot())
+        return router, endpoint
+
+    def _close_security(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+        if self._zap is not None:
+            self._zap.close()
+            self._zap = None
+
+    def _refused(self, reason: str, peer: str, public_key: str) -> None:
+        """A peer failed authentication: count it and log who it was (IO thread)."""
+        self.counters.inc("refused_peers")
+        self.counters.inc(f"refused_{reason}")
+        subject = public_key if public_key != "-" else peer
+        self._refusals.emit(reason, subject, address=peer, public_key=public_key)
 
     def _loop(self) -> None:
         poller = self._poller
         router = self._router
+        zap = self._zap.socket if self._zap is not None else None
+        watch = self._watch.socket if self._watch is not None else None
         while self._running:
             timeout = 0 if self._outbox else 1000
             for sock, _event in poller.poll(timeout):
@@ -231,6 +293,10 @@ class Transport:
                     self._drain_router()
                 elif sock == self._wake_r:
                     self._drain_wakeups()
+                elif sock is zap and self._zap is not None:
+                    self._zap.drain()
+                elif sock is watch and self._watch is not None:
+                    self._watch.drain()
                 else:
                     self._drain_dealer(sock)
             if self._outbox:
@@ -356,6 +422,12 @@ class Transport:
                     return
         dealer = self._dealers.get(endpoint)
         if dealer is None:
+            if self.curve is not None and self.curve.server_key(endpoint) is None:
+                # Dialling a node whose key we do not know would let anyone there pose as it.
+                self._undeliverable(
+                    endpoint, items, "no_server_key", "no CURVE public key known for this peer"
+                )
+                return
             dealer = self._connect(endpoint)
         try:
             dealer.send(frame, zmq.NOBLOCK)
@@ -391,6 +463,12 @@ class Transport:
             raise ValueError(f"not a host:port endpoint: {endpoint!r}")
         if host.startswith("["):
             sock.setsockopt(zmq.IPV6, 1)
+        if self.curve is not None:
+            server_key = self.curve.server_key(endpoint)
+            assert server_key is not None  # checked by the caller
+            sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.public_key)
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve.secret_key)
         sock.connect(f"tcp://{host}:{port}")
         self._dealers[endpoint] = sock
         self._dealer_endpoints[sock] = endpoint
@@ -400,7 +478,13 @@ class Transport:
 
 
 def _peer(frame: Any) -> str:
+    """Who sent `frame`: its address and, on a CURVE connection, its public key."""
     try:
-        return str(frame.get("Peer-Address"))
+        address = str(frame.get("Peer-Address"))
     except Exception:  # not every transport reports it
-        return "unknown"
+        address = "unknown"
+    try:
+        key = frame.get("User-Id")  # set by our ZAP handler to the peer's public key
+    except Exception:  # no ZAP on this connection
+        key = ""
+    return f"{address} key={key}" if key else address

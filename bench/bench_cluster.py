@@ -112,7 +112,7 @@ class CoterieCluster:
         for node in self.ids:
             lines += ["[[nodes]]", f'id = "{node}"', f'address = "{self.addresses[node]}"']
             lines += [f'data_dir = "{node}"', ""]
-        lines += ["[wal]", f'durability = "{durability}"']
+        lines += ["[wal]", f'durability = "{durability}"', "", "[security]", "curve = false"]
         self.config = directory / "cluster.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.command = [sys.executable, "-m", "coterie.cli", "node", "--config", str(self.config)]

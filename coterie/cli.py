@@ -17,6 +17,7 @@ TOOLS = [
     ("coterie.node", "run one node of a cluster"),
     ("coterie.nodetool", "inspect and steer a running cluster"),
     ("coterie.waltool", "inspect, verify, compare and compact write-ahead logs"),
+    ("coterie.keygen", "make CURVE keypairs for nodes and clients"),
 ]
 
 

@@ -23,6 +23,12 @@ One file describes the whole cluster, so every node reads the same file::
     group_commit_ms = 2.0
     segment_mb = 64
 
+    [security]                    # required; see coterie/security.py
+    curve = true                  # false runs without authentication or encryption
+    secret_key_file = "keys/{id}.key_secret"   # {id}: the node id (`coterie keygen`)
+    public_key_file = "keys/{id}.key"
+    allowed_keys = ["keys/client.key"]         # optional: clients and tools that may connect
+
 An unknown key, a missing key or a bad value raises :class:`ConfigError` naming the key
 (``nodes[1].address: '127.0.0.1' is not host:port``).
 """
@@ -35,8 +41,10 @@ import pathlib
 import tomllib
 from typing import Any
 
+from actors.security import CurveConfig, KeyFileError
 from consensus.config import RaftConfig, ReadMode
 from consensus.shell.settings import NodeSettings, SettingsError
+from coterie.security import SecuritySettings, parse_security
 from membership.config import MembershipConfig
 
 
@@ -44,7 +52,7 @@ class ConfigError(ValueError):
     """A bad configuration; the message starts with the file and the key."""
 
 
-_TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal"}
+_TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal", "security"}
 _NODE = {"id", "address", "data_dir", "metrics_address"}
 _RAFT = {
     "election_timeout_min_ms": ("election_timeout_min", int),
@@ -76,6 +84,7 @@ class ClusterConfig:
     nodes: tuple[NodeEntry, ...]
     raft: dict[str, Any]
     wal: dict[str, Any]
+    security: SecuritySettings
 
     def node(self, node_id: str) -> NodeEntry:
         for node in self.nodes:
@@ -104,6 +113,23 @@ class ClusterConfig:
                 membership=MembershipConfig(seeds=seeds),
             )
         except (ValueError, SettingsError) as exc:
+            raise ConfigError(f"{self.path}: {exc}") from exc
+
+    def curve_for(self, node_id: str) -> CurveConfig | None:
+        """Node `node_id`'s CURVE keys (reads the key files), or None with curve = false."""
+        self.node(node_id)
+        try:
+            return self.security.node_curve(node_id, [(n.id, n.address) for n in self.nodes])
+        except KeyFileError as exc:
+            raise ConfigError(f"{self.path}: {exc}") from exc
+
+    def client_curve(self, secret_key_file: str | pathlib.Path) -> CurveConfig | None:
+        """CURVE keys for a client or tool with its own secret key (listed in allowed_keys)."""
+        try:
+            return self.security.client_curve(
+                pathlib.Path(secret_key_file), [(n.id, n.address) for n in self.nodes]
+            )
+        except KeyFileError as exc:
             raise ConfigError(f"{self.path}: {exc}") from exc
 
     def load_state_machine_class(self) -> type:
@@ -159,7 +185,10 @@ def parse(data: dict[str, Any], path: pathlib.Path) -> ClusterConfig:
             raise fail(f"wal.{key}", f"bad value {value!r}")
     if wal.get("durability", "always") not in ("always", "group", "never"):
         raise fail("wal.durability", f"{wal['durability']!r} is not one of always, group, never")
-    config = ClusterConfig(path, cluster_id, state_machine, tuple(nodes), raft_kwargs, wal)
+    security = parse_security(data.get("security"), path, fail)
+    config = ClusterConfig(
+        path, cluster_id, state_machine, tuple(nodes), raft_kwargs, wal, security=security
+    )
     # Check the cross-field rules (timeouts, ...) once, against the first node.
     config.settings_for(nodes[0].id)
     return config

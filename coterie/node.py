@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         settings = config.settings_for(args.node_id)
         metrics_address = config.node(args.node_id).metrics_address
         machine = config.load_state_machine_class()()
+        curve = config.curve_for(args.node_id)  # reads the key files: a bad one fails here
     except ConfigError as exc:
         raise CliError(str(exc)) from exc
     host, _, port = settings.address.rpartition(":")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     system = ActorSystem(
-        settings.node_id, host=host, port=int(port), cluster_id=settings.cluster_id
+        settings.node_id, host=host, port=int(port), cluster_id=settings.cluster_id, curve=curve
     )
     metrics = NodeMetrics(settings.node_id, system.stats)
     try:

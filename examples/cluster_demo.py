@@ -1,7 +1,9 @@
 """`make run`: a 3-node replicated counter as three processes on 127.0.0.1, surviving the
 death of its leader.
 
-It writes a cluster config into a temporary folder, starts three ``coterie node`` processes,
+It makes a CURVE keypair per node and one for itself with ``coterie keygen``, writes a cluster
+config into a temporary folder (peers authenticated and encrypted; only those keys may
+connect), starts three ``coterie node`` processes,
 waits for a leader and increments the counter from a client while printing a live status
 table; then it SIGKILLs the leader, shows the new leader and the writes carrying on, restarts
 the killed node and shows it catching up, prints the counter as every node sees it, and
@@ -23,6 +25,7 @@ import time
 
 from actors import ActorSystem, configure_logging
 from consensus.client import Client, ClientError
+from coterie.config import load
 from examples.counter import CounterClient
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -39,6 +42,16 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def make_keys(folder: pathlib.Path) -> None:
+    """One keypair per node and one for this client, as an operator would make them."""
+    bases = [str(folder / "keys" / name) for name in (*NODES, "client")]
+    command = [sys.executable, "-m", "coterie.cli", "keygen", *bases]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"coterie keygen failed: {done.stderr.strip()}")
+
+
 def write_config(folder: pathlib.Path, addresses: dict[str, str]) -> pathlib.Path:
     lines = ['cluster_id = "demo"', 'state_machine = "examples.counter:Counter"', ""]
     for node, address in addresses.items():
@@ -52,6 +65,12 @@ def write_config(folder: pathlib.Path, addresses: dict[str, str]) -> pathlib.Pat
         "",
         "[wal]",
         'durability = "always"',
+        "",
+        "[security]",
+        "curve = true",
+        'secret_key_file = "keys/{id}.key_secret"',
+        'public_key_file = "keys/{id}.key"',
+        'allowed_keys = ["keys/client.key"]',
     ]
     path = folder / "cluster.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -62,9 +81,11 @@ class Demo:
     def __init__(self, folder: pathlib.Path) -> None:
         self.folder = folder
         self.addresses = dict(zip(NODES, (f"127.0.0.1:{p}" for p in free_ports(3)), strict=True))
+        make_keys(folder)
         self.config = write_config(folder, self.addresses)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.system = ActorSystem("demo-client", host="127.0.0.1", cluster_id="demo")
+        curve = load(self.config).client_curve(folder / "keys" / "client.key_secret")
+        self.system = ActorSystem("demo-client", host="127.0.0.1", cluster_id="demo", curve=curve)
         self.client = Client(self.system, list(self.addresses.values()))
         self.counter = CounterClient(self.client)
         self.acked = 0
@@ -178,6 +199,7 @@ def main() -> int:
 
 def run(demo: Demo) -> bool:
     print(f"Starting 3 nodes on {', '.join(demo.addresses.values())} (data in {demo.folder})")
+    print("Peers and client authenticated and encrypted with CURVE (keys in keys/)")
     for node in NODES:
         demo.start(node)
     leader = demo.leader()

@@ -70,6 +70,8 @@ class LocalCluster:
         lines.append("[raft]")
         lines += [f"{key} = {value}" for key, value in raft.items()]
         lines += ["", "[wal]", f'durability = "{durability}"']
+        # Plain ZeroMQ by explicit choice: CURVE has its own tests (tests/security).
+        lines += ["", "[security]", "curve = false"]
         self.config = directory / "cluster.toml"
         self.config.write_text("\n".join(lines) + "\n")
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -18,6 +18,7 @@ from tests.cluster.cluster import ROOT, LocalCluster
 GOOD = """
 cluster_id = "c"
 state_machine = "examples.counter:Counter"
+security = { curve = false }
 [[nodes]]
 id = "n1"
 address = "127.0.0.1:7101"

@@ -57,6 +57,7 @@ class NetnsCluster:
             lines.append("[raft]")
             lines += [f"{key} = {value}" for key, value in (raft or RAFT).items()]
             lines += ["", "[wal]", f'durability = "{durability}"']
+            lines += ["", "[security]", "curve = false"]  # CURVE is tested in tests/security
             self.config = directory / "cluster.toml"
             self.config.write_text("\n".join(lines) + "\n")
             self.procs: dict[str, subprocess.Popen[bytes]] = {}
