@@ -17,6 +17,9 @@ One file describes the whole cluster, so every node reads the same file::
     election_timeout_max_ms = 600
     heartbeat_interval_ms = 75
     read_mode = "read_index"      # or "lease"
+    snapshot_threshold_entries = 100000   # snapshot + compact past this many applied entries
+    snapshot_trailing_entries = 128       # entries kept behind a snapshot for slow followers
+    snapshot_chunk_bytes = 1048576        # InstallSnapshot chunk size
 
     [wal]                         # all optional
     durability = "always"         # "group" or "never"; configuration entries are always synced
@@ -64,6 +67,17 @@ _RAFT = {
     "pre_vote": ("pre_vote", bool),
     "check_quorum": ("check_quorum", bool),
     "read_mode": ("read_mode", str),
+    # Snapshots: take one when the applied log since the last one passes this many entries
+    # (0: never); keep this many entries behind it; send it in chunks of this many bytes.
+    "snapshot_threshold_entries": ("snapshot_threshold_entries", int),
+    "snapshot_trailing_entries": ("snapshot_trailing_entries", int),
+    "snapshot_chunk_bytes": ("snapshot_chunk_bytes", int),
+}
+# The least value of each snapshot key (checked here, so the error names the TOML key).
+_RAFT_MINIMUM = {
+    "snapshot_threshold_entries": 0,
+    "snapshot_trailing_entries": 0,
+    "snapshot_chunk_bytes": 1,
 }
 _WAL = {"durability": str, "group_commit_ms": (int, float), "segment_mb": int}
 
@@ -175,6 +189,8 @@ def parse(data: dict[str, Any], path: pathlib.Path) -> ClusterConfig:
             raise fail(f"raft.{key}", f"must be {kind.__name__}, got {value!r}")
         if key == "read_mode" and value not in {m.value for m in ReadMode}:
             raise fail(f"raft.{key}", f"{value!r} is not one of read_index, lease")
+        if key in _RAFT_MINIMUM and value < _RAFT_MINIMUM[key]:
+            raise fail(f"raft.{key}", f"must be at least {_RAFT_MINIMUM[key]}, got {value!r}")
         raft_kwargs[name] = value
     wal = _section(data, "wal", fail)
     for key, value in wal.items():

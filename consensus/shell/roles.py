@@ -66,6 +66,7 @@ from consensus.shell.protocol import (
     Tick,
     TransferLeadership,
 )
+from consensus.shell.snapshot_shell import SNAPSHOT_INPUTS, SnapshotShell
 from consensus.shell.state_machine import QueryJob
 from consensus.shell.wiring import Wiring
 from consensus.wal_storage import to_wal
@@ -80,9 +81,11 @@ MAX_ENTRY_BYTES = 512 * 1024
 class RoleActor(Actor):
     role: ClassVar[Role]
 
-    def __init__(self, book: Book, wiring: Wiring) -> None:
+    def __init__(self, book: Book, wiring: Wiring, snapshots: SnapshotShell | None = None) -> None:
         self.book = book
         self.w = wiring
+        # Carries out the snapshot fields of each Ready (consensus.shell.snapshot_shell).
+        self.snapshots = snapshots
         self.retired = False
         self._timer_at: int | None = None
         self._warned_snapshot: set[str] = set()
@@ -133,6 +136,8 @@ class RoleActor(Actor):
         if isinstance(message, PEER_MESSAGES):
             ready = core.step(message, now)
         elif isinstance(message, Persisted):
+            if self.snapshots is not None and self.snapshots.drop_persisted:
+                return  # a write from before a log reset (SnapshotInstall's rule)
             self._observe_append(message.up_to_index)
             ready = core.persisted(message.up_to_index, message.term, now)
         elif isinstance(message, HardStateSaved):
@@ -171,6 +176,8 @@ class RoleActor(Actor):
                 return
             if reply is not None:
                 reply.success(self._status())
+        elif self.snapshots is not None and isinstance(message, SNAPSHOT_INPUTS):
+            ready = self.snapshots.on_input(core, message, now, self.ctx.log)
         elif isinstance(message, Campaign):
             self.ctx.log.info("campaign requested", reason=message.reason)
             ready = core.campaign(now)
@@ -262,6 +269,9 @@ class RoleActor(Actor):
                 SaveHardState(ready.hard_state.term, ready.hard_state.voted_for),
                 sender=w.supervisor,
             )
+        snapshots = self.snapshots
+        if snapshots is not None:
+            snapshots.before_writes(ready)  # an install goes before this Ready's writes
         if ready.entries or ready.truncate_after is not None:
             w.writer.tell(
                 AppendBatch([to_wal(e) for e in ready.entries], ready.truncate_after),
@@ -280,6 +290,8 @@ class RoleActor(Actor):
                 self._send_all(ready.messages)
         if ready.committed:
             w.state_machine.tell(Apply(list(ready.committed), self._waiters_of(ready.committed)))
+        if snapshots is not None:
+            snapshots.after_apply(ready)  # compaction, chunk IO, then a snapshot if wanted
         for response in ready.results:
             self._answer(response)
         for read in ready.reads:

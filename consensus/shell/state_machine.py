@@ -17,6 +17,13 @@ command, e.g. a key-value store's version.
 command never stalls elections or replication, and reports ``Applied`` to the node supervisor.
 A command that raises is a deterministic outcome (every replica runs the same code on the same
 input), so it becomes the command's result, :class:`CommandFailed`, instead of crashing the node.
+
+Snapshots (``consensus.shell.snapshot_shell``): on ``TakeSnapshot`` the actor calls the
+machine's ``snapshot()`` at its applied index and hands the bytes back (``SnapshotState``,
+after the ``Applied`` that covers that index); on ``RestoreSnapshot``, and at start-up from
+the latest snapshot, it reads the state machine's bytes from the snapshot file and calls
+``restore(data)`` (``data`` may be a ``bytearray``: the snapshot is read into one buffer and
+handed over as is, never copied), then applies only what follows the snapshot.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from consensus.shell.batching import MalformedBatch, decode_commands
 from consensus.shell.book import answer
 from consensus.shell.metrics import NodeMetrics
 from consensus.shell.protocol import Applied, Apply, QueryResponse
+from consensus.shell.snapshot_files import SnapshotFiles
+from consensus.shell.snapshot_io import RestoreSnapshot, SnapshotState, TakeSnapshot
+from consensus.snapshots import SnapshotInfo
 
 # meta.sequence = index << SEQUENCE_SHIFT | position; an entry holds fewer commands than this.
 SEQUENCE_SHIFT = 16
@@ -86,11 +96,19 @@ class StateMachineActor(Actor):
         report_to: ActorRef,
         applied_index: int,
         metrics: NodeMetrics | None = None,
+        snapshots: SnapshotFiles | None = None,
+        restore_from: SnapshotInfo | None = None,
     ) -> None:
         self.machine = machine
         self.report_to = report_to
         self.applied_index = applied_index
         self.metrics = metrics
+        self.snapshots = snapshots
+        self.restore_from = restore_from  # the snapshot to start from (restart)
+
+    def pre_start(self) -> None:
+        if self.restore_from is not None:
+            self._restore(self.restore_from)
 
     def receive(self, message: Any, sender: ActorRef | None) -> Any:
         match message:
@@ -100,7 +118,29 @@ class StateMachineActor(Actor):
             case QueryJob():
                 self._query(message)
                 return None
+            case TakeSnapshot():
+                self.report_to.tell(SnapshotState(self.applied_index, self.machine.snapshot()))
+                return None
+            case RestoreSnapshot(info):
+                self._restore(info)
+                return None
         return UNHANDLED
+
+    def _restore(self, info: SnapshotInfo) -> None:
+        """Replace the state with snapshot ``info``: everything through its index is applied."""
+        if self.snapshots is None:
+            raise RuntimeError("a snapshot to restore, but no snapshot store was given")
+        started = time.perf_counter()
+        body = self.snapshots.read_body(info.index, info.term)
+        self.machine.restore(body)  # type: ignore[arg-type]  # a bytes-like buffer
+        self.applied_index = info.index
+        self.ctx.log.info(
+            "state machine restored from a snapshot",
+            index=info.index,
+            term=info.term,
+            bytes=len(body),
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
     def _apply(self, entries: list[Any], waiters: dict[int, list[Any]]) -> None:
         """Apply a batch of committed entries. The asks in ``waiters`` are answered as soon as

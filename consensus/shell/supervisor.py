@@ -34,6 +34,9 @@ from consensus.shell.node_storage import NodeStorage
 from consensus.shell.protocol import Bounced, Forwarded, Handoff, Retire, Retired
 from consensus.shell.roles import ROLE_ACTORS
 from consensus.shell.settings import NodeSettings
+from consensus.shell.snapshot_files import SNAPSHOT_DIR, SnapshotFiles
+from consensus.shell.snapshot_io import SnapshotIO
+from consensus.shell.snapshot_shell import SnapshotShell, prepare_restart
 from consensus.shell.state_machine import StateMachine, StateMachineActor
 from consensus.shell.wiring import SteadyClock, Wiring
 from membership.supervisor import PingResponder, new_incarnation
@@ -63,6 +66,7 @@ class RaftSupervisor(PingResponder):
         self.active: ActorRef | None = None
         self.book: Book | None = None
         self.bounced: list[Forwarded] = []
+        self.snapshots: SnapshotShell | None = None
 
     def supervisor_strategy(self) -> OneForOne:
         # A failed write or fsync must stop the node, never restart the writer over a page
@@ -79,17 +83,24 @@ class RaftSupervisor(PingResponder):
         self.storage = NodeStorage.open(settings, metrics.wal_fsync.observe)
         hard_state = self.storage.hard_state
         self_ref = ctx.self_ref
+        # The latest snapshot first (the log reconciled with it), before the writer opens it.
+        files = SnapshotFiles(settings.data_dir / SNAPSHOT_DIR)
+        snapshot = prepare_restart(files, self.storage.shared)
         writer = ctx.spawn(self.storage.writer_props(report_to=self_ref), "wal")
         machine = ctx.spawn(
             Props(
                 StateMachineActor,
                 self.machine,
                 self_ref,
-                self.storage.log.first_index - 1,
+                snapshot.index if snapshot else self.storage.log.first_index - 1,
                 metrics,
+                files,
+                snapshot,
             ),
             "state-machine",
         )
+        io = ctx.spawn(Props(SnapshotIO, files, self_ref), "snapshots")
+        self.snapshots = SnapshotShell(io, machine, writer, self_ref)
         if settings.membership is not None:
             from membership.actor import MembershipActor  # noqa: PLC0415
 
@@ -110,7 +121,9 @@ class RaftSupervisor(PingResponder):
             clock=clock,
             metrics=metrics,
         )
-        core = RaftNode(settings.raft, self.storage.log, hard_state, self.rng, clock.now_ms())
+        core = RaftNode(
+            settings.raft, self.storage.log, hard_state, self.rng, clock.now_ms(), snapshot
+        )
         ctx.log.info(
             "node starting",
             node=settings.raft.node_id,
@@ -119,6 +132,7 @@ class RaftSupervisor(PingResponder):
             first_index=self.storage.log.first_index,
             last_index=self.storage.log.last_index,
             voters=list(settings.raft.voters),
+            snapshot=snapshot.index if snapshot else None,
         )
         self._activate(Book(core))
 
@@ -191,6 +205,8 @@ class RaftSupervisor(PingResponder):
         role = book.core.role_kind
         self._current_role = role
         name = f"{role}-{book.generation + 1}"
-        self.active = self.ctx.spawn(Props(ROLE_ACTORS[role], book, self.wiring), name)
+        self.active = self.ctx.spawn(
+            Props(ROLE_ACTORS[role], book, self.wiring, self.snapshots), name
+        )
         self.book = None
         self.ctx.become(getattr(self, BEHAVIOUR_OF_ROLE[role]))
