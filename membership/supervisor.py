@@ -1,6 +1,12 @@
 """The node supervisor side of liveness: :class:`PingResponder` for any node supervisor, and
 :class:`NodeSupervisor`, a minimal one that hosts the membership actor.
 
+Which membership a node runs is chosen by the type of its configuration
+(:func:`membership_props`): a :class:`~membership.config.MembershipConfig` gives the gossip
+membership with phi-accrual liveness, a
+:class:`~membership.rapid.actor.RapidMembershipConfig` gives Rapid. Both actors live at
+``/user/node/membership`` and name members by their supervisor paths.
+
 A node is alive for its peers when its *supervisor* (``/user/node``) answers pings: the Raft
 node's supervisor will mix in :class:`PingResponder` the same way. The pong names the
 supervisor's own path (never a child's), because that is the path peers ping and key their
@@ -17,6 +23,21 @@ from membership.actor import MembershipActor
 from membership.config import MEMBERSHIP_NAME, SUPERVISOR_NAME, MembershipConfig
 from membership.liveness import make_pong
 from membership.messages import Ping
+from membership.rapid.actor import RapidMembershipActor, RapidMembershipConfig
+
+AnyMembershipConfig = MembershipConfig | RapidMembershipConfig
+
+
+def membership_props(
+    config: AnyMembershipConfig, incarnation: int, rng_seed: int | None = None
+) -> Props:
+    """The membership actor `config` selects, to spawn as ``membership`` under a node
+    supervisor."""
+    if isinstance(config, RapidMembershipConfig):
+        return Props(RapidMembershipActor, config, incarnation, rng_seed)
+    if isinstance(config, MembershipConfig):
+        return Props(MembershipActor, config, incarnation, rng_seed)
+    raise TypeError(f"not a membership configuration: {type(config).__name__}")
 
 
 def new_incarnation() -> int:
@@ -53,15 +74,14 @@ class NodeSupervisor(PingResponder):
     """A node supervisor that answers pings and supervises the membership actor."""
 
     def __init__(
-        self, config: MembershipConfig, incarnation: int, rng_seed: int | None = None
+        self, config: AnyMembershipConfig, incarnation: int, rng_seed: int | None = None
     ) -> None:
         self.config = config
         self.incarnation = incarnation
         self.rng_seed = rng_seed
 
     def pre_start(self) -> None:
-        props = Props(MembershipActor, self.config, self.incarnation, self.rng_seed)
-        self.ctx.spawn(props, MEMBERSHIP_NAME)
+        self.ctx.spawn(membership_props(self.config, self.incarnation, self.rng_seed), MEMBERSHIP_NAME)
 
     def receive(self, message: Any, sender: ActorRef | None) -> Any:
         if self.answer_ping(message, sender):
@@ -73,7 +93,7 @@ class NodeSupervisor(PingResponder):
 
 def start_node(
     system: ActorSystem,
-    config: MembershipConfig,
+    config: AnyMembershipConfig,
     incarnation: int | None = None,
     rng_seed: int | None = None,
     timeout: float = 10.0,

@@ -6,7 +6,10 @@ membership actor exists, then serves until stdin closes or SIGTERM. Logs (JSON, 
 up unless --log-level says otherwise) go to stderr.
 
 Usage: python member_node.py [--name N] [--port P] [--seed ADDRESS ...] [--config JSON]
+                             [--protocol gossip|rapid]
 ``--config`` holds MembershipConfig fields; its "detector" key holds DetectorConfig fields.
+With ``--protocol rapid`` it holds RapidMembershipConfig fields instead, with RapidConfig
+fields under "rapid" (and DetectorConfig fields under "rapid" -> "detector").
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import threading
 
 from actors import ActorSystem, configure_logging
 from membership import DetectorConfig, MembershipConfig, start_node
+from membership.rapid import RapidConfig
+from membership.rapid.actor import RapidMembershipConfig
 
 
 def config_from_json(text: str, seeds: list[str]) -> MembershipConfig:
@@ -31,6 +36,17 @@ def config_from_json(text: str, seeds: list[str]) -> MembershipConfig:
     return MembershipConfig(seeds=tuple(seeds), **fields)
 
 
+def rapid_config_from_json(text: str, seeds: list[str]) -> RapidMembershipConfig:
+    fields = json.loads(text) if text else {}
+    if not isinstance(fields, dict):
+        raise SystemExit(f"--config must be a JSON object, got {text!r}")
+    rapid = dict(fields.pop("rapid", {}))
+    detector = rapid.pop("detector", None)
+    if detector is not None:
+        rapid["detector"] = DetectorConfig(**detector)
+    return RapidMembershipConfig(seeds=tuple(seeds), rapid=RapidConfig(**rapid), **fields)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", default="member")
@@ -38,9 +54,15 @@ def main() -> int:
     parser.add_argument("--seed", action="append", default=[])
     parser.add_argument("--config", default="")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--protocol", choices=("gossip", "rapid"), default="gossip")
     args = parser.parse_args()
     configure_logging(args.log_level, json=True)
-    config = config_from_json(args.config, args.seed)
+    if args.protocol == "rapid":
+        config: MembershipConfig | RapidMembershipConfig = rapid_config_from_json(
+            args.config, args.seed
+        )
+    else:
+        config = config_from_json(args.config, args.seed)
     system = ActorSystem(args.name, host="127.0.0.1", port=args.port)
     node = start_node(system, config).path.text
     stop = threading.Event()
