@@ -133,10 +133,15 @@ def voters_changed(old: Membership, new: Membership) -> int:
 @message("raft.add_learner")
 class AddLearner:
     """Add ``node`` as a learner; the leader promotes it to voter once it has caught up
-    (``RaftConfig.auto_promote``). ``address`` is where the shell reaches it."""
+    (``RaftConfig.auto_promote``). ``address`` is where the shell reaches it.
+    ``member_addresses`` are ``(node id, address)`` pairs of current members the
+    configuration holds no address for yet (a bootstrap configuration carries none): the new
+    configuration records them, so the node being added, which knows nobody, can reach every
+    member it may one day have to lead or vote with."""
 
     node: str
     address: str = ""
+    member_addresses: tuple[tuple[str, str], ...] = ()
 
 
 @message("raft.promote_learner")
@@ -166,8 +171,16 @@ def apply_change(current: Membership, change: MembershipChange) -> Membership:
     if isinstance(change, AddLearner):
         if node in current.members:
             raise InvalidChange(f"{node} is already a member ({current})")
-        addresses = current.addresses + (((node, change.address),) if change.address else ())
-        return Membership(current.voters, (*current.learners, node), addresses)
+        known = {name for name, _ in current.addresses}
+        filled = tuple(
+            (name, address)
+            for name, address in change.member_addresses
+            if name in current.members and name not in known and address
+        )
+        added = ((node, change.address),) if change.address else ()
+        return Membership(
+            current.voters, (*current.learners, node), current.addresses + filled + added
+        )
     if isinstance(change, PromoteLearner):
         if node not in current.learners:
             raise InvalidChange(f"{node} is not a learner ({current})")

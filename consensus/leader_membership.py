@@ -24,6 +24,7 @@ from consensus.messages import (
     ERROR_LEARNER_BEHIND,
     ERROR_OUTCOME_UNKNOWN,
     ERROR_TRANSFERRING,
+    AppendEntries,
     TimeoutNow,
 )
 from consensus.progress import Progress
@@ -126,11 +127,36 @@ class MembershipDuties:
         node = self.node
         members = set(node.config.voters) | set(node.config.learners)
         for peer in [p for p in self.progress if p not in members]:
+            self._parting_word(peer)
             del self.progress[peer]
         if node.id not in node.config.voters:
             self._step_down_removed()
             return
         self._maybe_promote()
+
+    def _parting_word(self, peer: str) -> None:
+        """A last AppendEntries to a server whose removal just committed: the entries it
+        lacks up to that configuration (at most one message) and the commit index. Nobody
+        else would tell it the removal committed (it leaves the leader's progress now), and
+        its shell waits for that before it stops its Raft. Its answer is ignored."""
+        node = self.node
+        config = node.config
+        latest = node.configs.latest_index
+        prev = min(self.progress[peer].match, latest)
+        prev_term = node.log.term_at(prev)
+        if prev_term is None:
+            return  # compacted past it: it would need a snapshot, and is no member any more
+        entries = node.log.slice(
+            prev + 1, latest + 1, config.max_entries_per_message, config.max_bytes_per_message
+        )
+        if prev + len(entries) < latest:
+            return  # too far behind for one message; it stays a non-voter that cannot campaign
+        node.send(
+            peer,
+            AppendEntries(
+                node.term, node.id, prev, prev_term, entries, node.commit_index, self.reads.round
+            ),
+        )
 
     def _step_down_removed(self) -> None:
         """We removed ourselves and that is committed: hand over and step down."""

@@ -11,6 +11,7 @@ One file describes the whole cluster, so every node reads the same file::
     address = "127.0.0.1:7101"
     data_dir = "data/n1"          # relative paths are relative to this file
     metrics_address = "127.0.0.1:9101"  # optional: Prometheus /metrics here; off when absent
+    join = false                  # optional: true for a node added later (see below)
 
     [raft]                        # all optional
     election_timeout_min_ms = 300
@@ -31,6 +32,13 @@ One file describes the whole cluster, so every node reads the same file::
     secret_key_file = "keys/{id}.key_secret"   # {id}: the node id (`coterie keygen`)
     public_key_file = "keys/{id}.key"
     allowed_keys = ["keys/client.key"]         # optional: clients and tools that may connect
+
+The nodes without ``join = true`` form the cluster: they are its first voters, and a node
+started with an empty log among them joins them as a member. A node with ``join = true`` is
+not part of that first configuration: started, it never campaigns and never forms a cluster
+of its own (Copycat's split brain at start-up); it waits until the leader adds it
+(``coterie nodetool add``) and replicates the log to it. Once its log holds a configuration
+entry, that entry, not this file, says who the members are, also after a restart.
 
 An unknown key, a missing key or a bad value raises :class:`ConfigError` naming the key
 (``nodes[1].address: '127.0.0.1' is not host:port``).
@@ -56,7 +64,7 @@ class ConfigError(ValueError):
 
 
 _TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal", "security"}
-_NODE = {"id", "address", "data_dir", "metrics_address"}
+_NODE = {"id", "address", "data_dir", "metrics_address", "join"}
 _RAFT = {
     "election_timeout_min_ms": ("election_timeout_min", int),
     "election_timeout_max_ms": ("election_timeout_max", int),
@@ -88,6 +96,7 @@ class NodeEntry:
     address: str
     data_dir: pathlib.Path
     metrics_address: str | None = None
+    join: bool = False  # not in the first configuration: waits to be added
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +123,11 @@ class ClusterConfig:
             raft_kwargs["read_mode"] = ReadMode(raft_kwargs["read_mode"])
         # Every node of the file is a seed; the first one listed forms the cluster.
         seeds = tuple(f"coterie://{n.id}@{n.address}" for n in self.nodes)
+        # The first configuration: the nodes not marked join (a joining node is not a voter
+        # of its own bootstrap configuration, so it never campaigns).
+        voters = tuple(n.id for n in self.nodes if not n.join)
         try:
-            raft = RaftConfig(node_id, tuple(n.id for n in self.nodes), **raft_kwargs)
+            raft = RaftConfig(node_id, voters, **raft_kwargs)
             return NodeSettings(
                 raft=raft,
                 addresses={n.id: n.address for n in self.nodes},
@@ -242,7 +254,12 @@ def _parse_nodes(raw_nodes: Any, path: pathlib.Path, fail: Any) -> list[NodeEntr
             if metrics_address in seen_addresses:
                 raise fail(key, f"{metrics_address!r} is already in use by another endpoint")
             seen_addresses.add(metrics_address)
-        nodes.append(NodeEntry(node_id, address, data_dir, metrics_address))
+        join = raw.get("join", False)
+        if not isinstance(join, bool):
+            raise fail(f"{where}.join", f"must be true or false, got {join!r}")
+        nodes.append(NodeEntry(node_id, address, data_dir, metrics_address, join))
+    if all(node.join for node in nodes):
+        raise fail("nodes", "every node has join = true; the nodes without it form the cluster")
     return nodes
 
 

@@ -8,9 +8,16 @@ wrong with it. Commands:
   commit, membership state); an unreachable node gets a row saying so.
 * ``leader``: the leader's id and address.
 * ``transfer-leader NODE``: ask the leader to hand leadership to NODE, and wait until it has.
+* ``add NODE_ID [ADDRESS]``: add a node (started with ``join = true``) as a learner, watch it
+  catch up, then promote it to voter (the leader may promote it first, on its own); prints
+  its progress. ADDRESS may be left out when ``--config`` lists the node.
+* ``remove NODE_ID``: remove a node. Removing the leader hands leadership to the most
+  caught-up voter first, then the new leader removes it; the old leader steps down and stops
+  its Raft once the change commits.
 
-Membership changes (``add``, ``remove``) need joint consensus or single-server changes in the
-Raft core, which are not there yet; nodetool will grow those commands with them.
+Membership changes go to the leader (``consensus.shell.membership_changes``), one at a time;
+nodetool follows leader hints and retries refusals that are only "not now" (another change in
+progress, a leadership transfer, the learner still behind) until ``--wait`` runs out.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 from actors import ActorRef, ActorSystem, configure_logging
 from actors.paths import ANY_SYSTEM, ActorPath, InvalidActorPath
 from consensus.shell.protocol import NodeStatus, StatusRequest, TransferLeadership
+from coterie import membership_tool
 from coterie.config import ClusterConfig, ConfigError, load
 from coterie.errors import CliError
 from membership.messages import GetMembershipStatus
@@ -43,6 +51,13 @@ def register(subparsers: Any) -> None:
     commands.add_parser("leader", help="which node leads")
     transfer = commands.add_parser("transfer-leader", help="hand leadership to NODE")
     transfer.add_argument("target", metavar="NODE")
+    add = commands.add_parser("add", help="add NODE_ID as a learner, then promote it to voter")
+    add.add_argument("node_id", metavar="NODE_ID")
+    add.add_argument("address", metavar="ADDRESS", nargs="?", help="its host:port")
+    add.add_argument("--wait", type=float, default=60.0, help="seconds to wait in all")
+    remove = commands.add_parser("remove", help="remove NODE_ID from the cluster")
+    remove.add_argument("node_id", metavar="NODE_ID")
+    remove.add_argument("--wait", type=float, default=30.0, help="seconds to wait in all")
     parser.set_defaults(func=run)
 
 
@@ -116,10 +131,13 @@ class Tool:
             return "-"
 
     def leader(self) -> tuple[str, NodeStatus] | None:
-        for path, status in self.statuses().items():
-            if isinstance(status, NodeStatus) and status.role == "leader":
-                return path, status
-        return None
+        """The node that says it leads, in the highest term if a deposed one still thinks so."""
+        leaders = [
+            (path, status)
+            for path, status in self.statuses().items()
+            if isinstance(status, NodeStatus) and status.role == "leader"
+        ]
+        return max(leaders, key=lambda found: found[1].term) if leaders else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
                 return 0
             case "transfer-leader":
                 return transfer(tool, args.target)
+            case "add":
+                return membership_tool.add(tool, args.node_id, args.address, args.wait)
+            case "remove":
+                return membership_tool.remove(tool, args.node_id, args.wait)
         raise CliError(f"unknown command {args.nodetool_command!r}")
     finally:
         tool.close()

@@ -25,6 +25,7 @@ from consensus.shell.protocol import ClientBatchResponse
 if TYPE_CHECKING:
     from actors.actor import Reply
     from consensus.node import RaftNode
+    from consensus.shell.membership_changes import RemovalWatch
 
 
 @dataclasses.dataclass(slots=True)
@@ -56,6 +57,10 @@ class Book:
     appends: collections.deque[tuple[int, float]] = dataclasses.field(
         default_factory=collections.deque
     )
+
+    # membership change request id (given to the core) -> where its answer goes
+    changes: dict[str, Reply] = dataclasses.field(default_factory=dict)
+    removal: RemovalWatch | None = None  # set by the first role actor
 
     def entry_id(self) -> str:
         self.next_entry += 1

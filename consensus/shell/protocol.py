@@ -83,6 +83,11 @@ class NodeStatus:
     last_index: int
     commit_index: int
     applied_index: int
+    # The configuration in effect on this node (newest in its log, committed or not).
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+    # Leader only: (node id, highest index known replicated there) of every other member.
+    matches: tuple[tuple[str, int], ...] = ()
 
 
 @message("node.campaign")
@@ -99,6 +104,40 @@ class TransferLeadership:
     at once; the transfer itself follows."""
 
     target: str
+
+
+MEMBERSHIP_CHANGE_KINDS = ("add_learner", "promote", "remove")
+
+
+@message("node.change_membership")
+class ChangeMembership:
+    """Operator request to the leader: change the cluster's membership by one server.
+
+    ``kind`` is ``add_learner`` (``address`` is the new node's ``host:port``; with the core's
+    ``auto_promote`` the leader promotes it by itself once it is within ``promote_lag``),
+    ``promote`` (a caught-up learner becomes a voter) or ``remove``. Answered with a
+    :class:`MembershipChangeResponse` once the configuration entry is committed and applied,
+    or at once when refused (``not_leader`` with ``leader_hint``, ``config_change_in_progress``,
+    ``learner_behind``, ``leadership_transfer`` while the leader hands over before removing
+    itself: all retryable; ``invalid_membership_change`` or ``bad_request``: not).
+    ``request_id`` must be unique per request."""
+
+    request_id: str
+    kind: str
+    node_id: str
+    address: str = ""
+
+
+@message("node.change_membership_response")
+class MembershipChangeResponse:
+    request_id: str
+    ok: bool
+    index: int  # the configuration entry's log index, when ok
+    error: str | None
+    leader_hint: str | None
+    detail: str = ""
+    voters: tuple[str, ...] = ()  # the answering node's configuration
+    learners: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- local to one process
@@ -136,6 +175,14 @@ class Retire:
 @dataclasses.dataclass(slots=True)
 class Retired:
     pass
+
+
+@dataclasses.dataclass(slots=True)
+class Removed:
+    """Role actor to supervisor: this node's removal from the configuration is committed;
+    its Raft stops. ``status`` is what the node answers status requests with from now on."""
+
+    status: NodeStatus
 
 
 @dataclasses.dataclass(slots=True)

@@ -45,6 +45,7 @@ from actors import UNHANDLED, Actor, ActorRef
 from consensus.errors import LocalProtocolError
 from consensus.messages import PEER_MESSAGES, ClientCommand, ClientResponse
 from consensus.ready import Ready, Role
+from consensus.shell import membership_changes as changes
 from consensus.shell.batching import encode_commands
 from consensus.shell.book import Book, Waiter, answer
 from consensus.shell.protocol import (
@@ -52,6 +53,7 @@ from consensus.shell.protocol import (
     Apply,
     Bounced,
     Campaign,
+    ChangeMembership,
     ClientBatch,
     ClientBatchResponse,
     ClientQuery,
@@ -60,6 +62,7 @@ from consensus.shell.protocol import (
     Handoff,
     NodeStatus,
     QueryResponse,
+    Removed,
     Retire,
     Retired,
     StatusRequest,
@@ -95,6 +98,8 @@ class RoleActor(Actor):
     def pre_start(self) -> None:
         self.book.generation += 1
         core = self.book.core
+        if self.book.removal is None:
+            self.book.removal = changes.RemovalWatch(core)
         self.ctx.log.info(
             "role actor active", role=str(self.role), term=core.term, leader=core.leader_id
         )
@@ -134,6 +139,7 @@ class RoleActor(Actor):
         now = self._now()
         ready: Ready | None
         if isinstance(message, PEER_MESSAGES):
+            changes.learn_sender(self.w, message, forwarded.sender)
             ready = core.step(message, now)
         elif isinstance(message, Persisted):
             if self.snapshots is not None and self.snapshots.drop_persisted:
@@ -167,15 +173,9 @@ class RoleActor(Actor):
                 reply.success(self._status())
             return
         elif isinstance(message, TransferLeadership):
-            try:
-                target = message.target or self._best_successor()
-                ready = core.transfer_leadership(target, now)
-            except LocalProtocolError as exc:
-                if reply is not None:
-                    reply.failure(exc)
-                return
-            if reply is not None:
-                reply.success(self._status())
+            ready = self._on_transfer(message, reply, now)
+        elif isinstance(message, ChangeMembership):
+            ready = changes.request_change(book, self.w, message, reply, now)
         elif self.snapshots is not None and isinstance(message, SNAPSHOT_INPUTS):
             ready = self.snapshots.on_input(core, message, now, self.ctx.log)
         elif isinstance(message, Campaign):
@@ -188,6 +188,18 @@ class RoleActor(Actor):
             return
         if ready is not None:
             self._carry_out(ready)
+
+    def _on_transfer(self, message: TransferLeadership, reply: Any, now: int) -> Ready | None:
+        try:
+            target = message.target or self._best_successor()
+            ready = self.book.core.transfer_leadership(target, now)
+        except LocalProtocolError as exc:
+            if reply is not None:
+                reply.failure(exc)
+            return None
+        if reply is not None:
+            reply.success(self._status())
+        return ready
 
     def _on_batch(self, batch: ClientBatch, reply: Any) -> Ready | None:
         if reply is None:
@@ -341,14 +353,46 @@ class RoleActor(Actor):
             core.applied_index,
             core.log.last_index,
         )
+        if self._membership_duties(ready):
+            return
         if book.core.role_kind is not self.role:
             self._hand_off(ready)
             return
         self._schedule_tick(ready.deadline)
 
+    def _membership_duties(self, ready: Ready) -> bool:
+        """Follow a new configuration (addresses); True if our removal is now committed and
+        this actor retired (the supervisor stops the Raft)."""
+        book, membership = self.book, ready.membership
+        assert book.removal is not None
+        if membership is not None:
+            book.removal.saw(membership)
+            learned = changes.follow_membership(self.w, self.ctx.system, membership)
+            self.ctx.log.info(
+                "configuration in effect",
+                voters=list(membership.voters),
+                learners=list(membership.learners),
+                new_addresses={node: self.w.addresses[node] for node in learned},
+            )
+        if not book.removal.removed(book.core):
+            return False
+        core = book.core
+        self.retired = True
+        self.ctx.log.warning(
+            "removed from the cluster configuration; stopping Raft",
+            term=core.term,
+            commit_index=core.commit_index,
+            asks_released=changes.release_waiters(book),
+            voters=list(core.membership.voters),
+        )
+        self.w.supervisor.tell(Removed(changes.removed_status(self._status())))
+        return True
+
     def _answer(self, response: ClientResponse) -> None:
         """The core's answer for one entry, for the asks it carried (unless the state machine
         answered them already)."""
+        if changes.answer_change(self.book, self.w, response):
+            return
         group = self._take_group(response.request_id)
         if group is None:
             return
@@ -436,6 +480,12 @@ class RoleActor(Actor):
             last_index=core.log.last_index,
             commit_index=core.commit_index,
             applied_index=core.applied_index,
+            voters=core.membership.voters,
+            learners=core.membership.learners,
+            matches=tuple(
+                (peer, progress.match)
+                for peer, progress in getattr(core.role, "progress", {}).items()
+            ),
         )
 
 

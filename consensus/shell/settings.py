@@ -29,7 +29,9 @@ class SettingsError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class NodeSettings:
     raft: RaftConfig
-    addresses: dict[str, str]  # node id -> "host:port" of every voter, this node included
+    # node id -> "host:port" of every node known at start: the voters, this node (also when
+    # it is joining: not a voter of its bootstrap configuration) and any other it may reach
+    addresses: dict[str, str]
     data_dir: pathlib.Path
     cluster_id: str = "coterie"
     durability: str = "always"
@@ -38,7 +40,7 @@ class NodeSettings:
     membership: MembershipConfig | None = None
 
     def __post_init__(self) -> None:
-        for node_id in self.raft.voters:
+        for node_id in dict.fromkeys((*self.raft.voters, self.raft.node_id, *self.addresses)):
             if not _NODE_ID.match(node_id):
                 raise SettingsError(
                     f"node id {node_id!r}: use letters, digits, '-' and '_' (at most 64)"
@@ -66,5 +68,15 @@ class NodeSettings:
     def address(self) -> str:
         return self.addresses[self.raft.node_id]
 
+    @property
+    def joining(self) -> bool:
+        """Not a voter of the bootstrap configuration: it waits to be added, never campaigns."""
+        return not self.raft.is_voter
+
     def supervisor_path(self, node_id: str) -> str:
-        return f"coterie://{node_id}@{self.addresses[node_id]}/user/{SUPERVISOR_NAME}"
+        return supervisor_path(node_id, self.addresses[node_id])
+
+
+def supervisor_path(node_id: str, address: str) -> str:
+    """The path of node ``node_id``'s supervisor, listening at ``address`` (host:port)."""
+    return f"coterie://{node_id}@{address}/user/{SUPERVISOR_NAME}"

@@ -29,9 +29,10 @@ from actors import ActorRef, OneForOne, Props
 from consensus.node import RaftNode
 from consensus.ready import Role
 from consensus.shell.book import Book
+from consensus.shell.membership_changes import answer_removed
 from consensus.shell.metrics import NodeMetrics
 from consensus.shell.node_storage import NodeStorage
-from consensus.shell.protocol import Bounced, Forwarded, Handoff, Retire, Retired
+from consensus.shell.protocol import Bounced, Forwarded, Handoff, Removed, Retire, Retired
 from consensus.shell.roles import ROLE_ACTORS
 from consensus.shell.settings import NodeSettings
 from consensus.shell.snapshot_files import SNAPSHOT_DIR, SnapshotFiles
@@ -109,7 +110,8 @@ class RaftSupervisor(PingResponder):
         system = ctx.system
         peers = {
             node_id: system.ref(settings.supervisor_path(node_id))
-            for node_id in settings.raft.peers
+            for node_id in settings.addresses
+            if node_id != settings.node_id
         }
         self.wiring = Wiring(
             node_id=settings.raft.node_id,
@@ -160,10 +162,31 @@ class RaftSupervisor(PingResponder):
             return None
         if isinstance(message, Bounced | Retired):
             return None  # a late word from a role actor already replaced: nothing to do
+        if isinstance(message, Removed):
+            self._stop_raft(message)
+            return None
         reply = self.ctx.deferred_reply() if self.ctx.asked else None
         assert self.active is not None
         self.active.tell(Forwarded(message, sender, reply))
         return None
+
+    def removed(self, message: Any, sender: ActorRef | None) -> Any:
+        """Our removal committed and the Raft stopped: answer status, send clients on."""
+        if self.answer_ping(message, sender):
+            return None
+        return answer_removed(message, self.removed_status)
+
+    def _stop_raft(self, removed: Removed) -> None:
+        assert self.active is not None
+        self.ctx.stop(self.active)
+        self.active = None
+        self.removed_status = removed.status
+        self.ctx.log.warning(
+            "raft stopped: this node was removed from the cluster",
+            term=removed.status.term,
+            voters=list(removed.status.voters),
+        )
+        self.ctx.become(self.removed)
 
     def switching(self, message: Any, sender: ActorRef | None) -> Any:
         if self.answer_ping(message, sender):

@@ -40,9 +40,14 @@ class LocalCluster:
         durability: str = "always",
         raft: dict[str, Any] | None = None,
         metrics: bool = False,
+        joiners: int = 0,
     ) -> None:
         self.directory = directory
-        self.ids = [f"n{i + 1}" for i in range(size)]
+        # The first ``size`` nodes form the cluster; the ``joiners`` after them are listed
+        # with ``join = true`` and wait, once started, to be added (nodetool add).
+        self.ids = [f"n{i + 1}" for i in range(size + joiners)]
+        self.joiners = self.ids[size:]
+        size = len(self.ids)
         ports = free_ports(2 * size if metrics else size)
         self.addresses = {
             node: f"127.0.0.1:{port}" for node, port in zip(self.ids, ports, strict=False)
@@ -66,6 +71,8 @@ class LocalCluster:
             ]
             if node in self.metrics_addresses:
                 lines.append(f'metrics_address = "{self.metrics_addresses[node]}"')
+            if node in self.joiners:
+                lines.append("join = true")
             lines.append("")
         lines.append("[raft]")
         lines += [f"{key} = {value}" for key, value in raft.items()]
