@@ -1,13 +1,16 @@
 """The far end of the actor benchmarks, run as its own OS process.
 
 `raw` mode is the baseline: a bare pyzmq ROUTER that msgpack-decodes each frame, counts tells
-and echoes pings. `coterie` mode is an actor system with a counting sink and an echo actor.
+and echoes pings. `coterie` mode is an actor system with a counting sink and an echo actor;
+`coterie-curve` is the same with CURVE on (its secret key and the one client key it admits
+come in the environment: COTERIE_BENCH_SECRET_KEY, COTERIE_BENCH_CLIENT_KEY).
 Either prints one JSON line with its endpoint and serves until stdin closes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from typing import Any
@@ -16,6 +19,7 @@ import msgpack
 import zmq
 
 from actors import UNHANDLED, Actor, ActorRef, ActorSystem, Reply, configure_logging, message
+from actors.security import CurveConfig
 
 
 @message("bench.seq")
@@ -94,9 +98,13 @@ def serve_raw() -> None:
     context.term()
 
 
-def serve_coterie() -> None:
+def serve_coterie(curve: bool) -> None:
     configure_logging("warning", json=True)
-    system = ActorSystem("bench-peer", host="127.0.0.1")
+    keys = None
+    if curve:
+        secret = os.environb[b"COTERIE_BENCH_SECRET_KEY"]
+        keys = CurveConfig(secret, frozenset({os.environb[b"COTERIE_BENCH_CLIENT_KEY"]}), {})
+    system = ActorSystem("bench-peer", host="127.0.0.1", curve=keys)
     system.spawn(Sink, "sink")
     print(
         json.dumps({"endpoint": system.address.endpoint, "address": system.address.text}),
@@ -107,4 +115,4 @@ def serve_coterie() -> None:
 
 
 if __name__ == "__main__":
-    serve_raw() if sys.argv[1] == "raw" else serve_coterie()
+    serve_raw() if sys.argv[1] == "raw" else serve_coterie(sys.argv[1] == "coterie-curve")
