@@ -4,8 +4,9 @@ Nodes are named by node id (with ``--config``), by ``host:port`` or by full acto
 (``coterie://n1@10.0.0.5:7101/user/node``); a name that is none of these is refused with what is
 wrong with it. Commands:
 
-* ``status``: one row per node (role, term, last/commit/applied index, lag behind the leader's
-  commit, membership state); an unreachable node gets a row saying so.
+* ``status``: one row per node (role, Raft membership as the leader sees it: voter, learner or
+  ``-`` for none, term, last/commit/applied index, lag behind the leader's commit, the failure
+  detector's membership state); an unreachable node gets a row saying so.
 * ``leader``: the leader's id and address.
 * ``transfer-leader NODE``: ask the leader to hand leadership to NODE, and wait until it has.
 * ``add NODE_ID [ADDRESS]``: add a node (started with ``join = true``) as a learner, watch it
@@ -168,20 +169,26 @@ def run(args: argparse.Namespace) -> int:
 
 def status(tool: Tool) -> int:
     statuses = tool.statuses()
-    commit = max(
-        (
-            s.commit_index
-            for s in statuses.values()
-            if isinstance(s, NodeStatus) and s.role == "leader"
-        ),
-        default=None,
+    leaders = [s for s in statuses.values() if isinstance(s, NodeStatus) and s.role == "leader"]
+    leader = max(leaders, key=lambda s: s.term) if leaders else None
+    commit = leader.commit_index if leader is not None else None
+    header = (
+        "node",
+        "address",
+        "role",
+        "member",
+        "term",
+        "last",
+        "commit",
+        "applied",
+        "lag",
+        "membership",
     )
-    header = ("node", "address", "role", "term", "last", "commit", "applied", "lag", "membership")
     rows = [header]
     for path, st in statuses.items():
         address = path.split("@", 1)[1].split("/", 1)[0]
         if isinstance(st, Exception):
-            rows.append(("?", address, "unreachable", "", "", "", "", "", type(st).__name__))
+            rows.append(("?", address, "unreachable", "", "", "", "", "", "", type(st).__name__))
             continue
         lag = "" if commit is None else str(max(0, commit - st.applied_index))
         rows.append(
@@ -189,6 +196,7 @@ def status(tool: Tool) -> int:
                 st.node_id,
                 address,
                 st.role,
+                member_of(st, leader),
                 str(st.term),
                 str(st.last_index),
                 str(st.commit_index),
@@ -204,6 +212,15 @@ def status(tool: Tool) -> int:
         )
     reachable = sum(isinstance(s, NodeStatus) for s in statuses.values())
     return 0 if reachable == len(statuses) else 1
+
+
+def member_of(status: NodeStatus, leader: NodeStatus | None) -> str:
+    """voter, learner or - (no member), by the leader's configuration (the node's own view
+    when no leader answers)."""
+    view = leader or status
+    if status.node_id in view.voters:
+        return "voter"
+    return "learner" if status.node_id in view.learners else "-"
 
 
 def transfer(tool: Tool, target_name: str) -> int:

@@ -123,6 +123,7 @@ def test_nodetool_drives_a_live_cluster(cluster: LocalCluster) -> None:
         "node",
         "address",
         "role",
+        "member",
         "term",
         "last",
         "commit",
@@ -132,6 +133,7 @@ def test_nodetool_drives_a_live_cluster(cluster: LocalCluster) -> None:
     ]
     roles = {line.split()[0]: line.split()[2] for line in lines[1:]}
     assert roles[leader] == "leader" and sorted(roles) == ["n1", "n2", "n3"]
+    assert {line.split()[3] for line in lines[1:]} == {"voter"}
     assert nodetool(cluster, "leader").stdout.split()[0] == leader
     target = next(n for n in cluster.ids if n != leader)
     moved = nodetool(cluster, "transfer-leader", cluster.addresses[target])

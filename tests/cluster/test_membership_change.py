@@ -106,6 +106,10 @@ def test_grow_to_five_then_remove_the_leader_without_a_failed_request(
         assert status is not None
         assert sorted(status.voters) == ["n1", "n2", "n3", "n4", "n5"]
         assert status.learners == ()
+        table = nodetool(cluster, capsys, "status").splitlines()[1:]
+        assert {row.split()[0]: row.split()[3] for row in table} == dict.fromkeys(
+            cluster.ids, "voter"
+        )
 
         out = nodetool(cluster, capsys, "remove", first)
         assert "leadership is being handed to" in out
