@@ -112,7 +112,11 @@ class SnapshotIO(Actor):
                 offset, complete = self.receiver.write(write)
                 self.report_to.tell(ChunkStored(write, offset, complete))
             case SaveSnapshot(point, data):
+                # Let go of the state's bytes once written: the actor runtime may keep the
+                # last delivered message until the next one, and this one can be 100 MB.
+                message.data = b""
                 self.report_to.tell(self._save(point, data))
+                del data
             case _:
                 return UNHANDLED
         return None
