@@ -154,6 +154,13 @@ def _response(
 # ---------------------------------------------------------------------------- addresses
 
 
+def start(core: RaftNode, wiring: Wiring, system: ActorSystem) -> RemovalWatch:
+    """At start-up: the addresses of the configuration the log holds (a member added since
+    the cluster file was written is only there), and the removal watch."""
+    follow_membership(wiring, system, core.membership)
+    return RemovalWatch(core)
+
+
 def follow_membership(wiring: Wiring, system: ActorSystem, membership: Membership) -> list[str]:
     """Record the addresses ``membership`` carries; returns the nodes whose address is new."""
     learned = []

@@ -98,8 +98,8 @@ class RoleActor(Actor):
     def pre_start(self) -> None:
         self.book.generation += 1
         core = self.book.core
-        if self.book.removal is None:
-            self.book.removal = changes.RemovalWatch(core)
+        if self.book.removal is None:  # the node's first role actor
+            self.book.removal = changes.start(core, self.w, self.ctx.system)
         self.ctx.log.info(
             "role actor active", role=str(self.role), term=core.term, leader=core.leader_id
         )

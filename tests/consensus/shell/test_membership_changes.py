@@ -18,7 +18,8 @@ from consensus.configuration import (
     RemoveServer,
     apply_change,
 )
-from consensus.messages import AppendEntries, ClientResponse
+from consensus.log import MemoryLog
+from consensus.messages import AppendEntries, ClientResponse, Entry, EntryKind
 from consensus.shell import membership_changes as changes
 from consensus.shell.book import Book, Waiter
 from consensus.shell.protocol import (
@@ -298,3 +299,14 @@ def test_nodetool_add_of_a_node_the_config_does_not_list(
     path.write_text(GOOD)
     assert main(["nodetool", "--config", str(path), "--timeout", "0.2", "add", "n9"]) == 2
     assert "no node with id 'n9'" in capsys.readouterr().err
+
+
+def test_at_start_up_the_address_book_takes_the_logs_configuration() -> None:
+    membership = Membership(("n1", "n2", "n6"), (), (("n1", "h:1"), ("n6", "h:6")))
+    log = MemoryLog()
+    log.append([Entry(1, 1, int(EntryKind.CONFIGURATION), 0, membership.encode())])
+    node = make_node("n1", VOTERS3, log=log)
+    w = wiring()
+    watch = changes.start(node, w, Refs())  # type: ignore[arg-type]
+    assert w.peers["n6"] == "ref:coterie://n6@h:6/user/node" and w.address_of("n6") == "h:6"
+    assert watch.seen_member and not watch.removed(node)
