@@ -294,6 +294,42 @@ class HandshakeWatch:
         self.socket.close(0)
 
 
+class DialWatch:
+    """Watches one outbound CURVE connection for the peer refusing us, so a node whose key a
+    peer does not admit says so in its own log instead of only seeing its asks time out."""
+
+    _EVENTS = (
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    )
+
+    def __init__(self, dealer: Any, endpoint: str, rejected: Callable[[str, str], None]) -> None:
+        self.endpoint = endpoint
+        self._rejected = rejected
+        self._dealer = dealer
+        self.socket = dealer.get_monitor_socket(self._EVENTS)
+
+    def drain(self) -> None:
+        sock = self.socket
+        for _ in range(100):
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+            event = parse_monitor_message(sock.recv_multipart(zmq.NOBLOCK))
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                # The peer's ZAP handler said no (its status code): our key is not allowed.
+                self._rejected(self.endpoint, f"key_not_allowed (ZAP {event['value']})")
+            elif event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._rejected(self.endpoint, _protocol_reason(event["value"]))
+            else:
+                self._rejected(self.endpoint, "handshake_failed")
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self._dealer.disable_monitor()
+        self.socket.close(0)
+
+
 def _peer_of_fd(fd: int) -> str:
     # The descriptor belongs to libzmq; a duplicate is inspected and closed, the original is
     # left alone.

@@ -44,7 +44,7 @@ from typing import Any
 import structlog
 import zmq
 
-from actors.security import ZAP_DOMAIN, CurveConfig, HandshakeWatch, ZapHandler
+from actors.security import ZAP_DOMAIN, CurveConfig, DialWatch, HandshakeWatch, ZapHandler
 from actors.wire import Envelope, FrameError, decode_frame, encode_frame
 
 log = structlog.get_logger("coterie.transport")
@@ -137,6 +137,7 @@ class Transport:
         self._start_error: BaseException | None = None
         self._drops = RateLimitedLog("dropped input")
         self._refusals = RateLimitedLog("peer refused")
+        self._rejections = RateLimitedLog("refused by peer")
         self._zap: ZapHandler | None = None
         self._watch: HandshakeWatch | None = None
         self.port: int | None = None
@@ -191,6 +192,7 @@ class Transport:
         context = zmq.Context()
         self._dealers: dict[str, Any] = {}
         self._dealer_endpoints: dict[Any, str] = {}
+        self._dial_watches: dict[Any, DialWatch] = {}
         try:
             router, endpoint = self._open(context)
         except BaseException as exc:
@@ -216,6 +218,8 @@ class Transport:
             raise
         finally:
             self._close_security()
+            for dial_watch in self._dial_watches.values():
+                dial_watch.close()
             for sock in self._dealers.values():
                 sock.close(0)
             router.close(0)
@@ -281,6 +285,11 @@ class Transport:
         subject = public_key if public_key != "-" else peer
         self._refusals.emit(reason, subject, address=peer, public_key=public_key)
 
+    def _rejected(self, endpoint: str, reason: str) -> None:
+        """A peer we dial refused our handshake (IO thread)."""
+        self.counters.inc("rejected_by_peer")
+        self._rejections.emit(reason, endpoint)
+
     def _loop(self) -> None:
         poller = self._poller
         router = self._router
@@ -297,6 +306,8 @@ class Transport:
                     self._zap.drain()
                 elif sock is watch and self._watch is not None:
                     self._watch.drain()
+                elif sock in self._dial_watches:
+                    self._dial_watches[sock].drain()
                 else:
                     self._drain_dealer(sock)
             if self._outbox:
@@ -469,6 +480,9 @@ class Transport:
             sock.setsockopt(zmq.CURVE_SERVERKEY, server_key)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.public_key)
             sock.setsockopt(zmq.CURVE_SECRETKEY, self.curve.secret_key)
+            watch = DialWatch(sock, endpoint, self._rejected)
+            self._dial_watches[watch.socket] = watch
+            self._poller.register(watch.socket, zmq.POLLIN)
         sock.connect(f"tcp://{host}:{port}")
         self._dealers[endpoint] = sock
         self._dealer_endpoints[sock] = endpoint

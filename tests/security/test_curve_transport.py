@@ -92,9 +92,12 @@ def test_a_key_not_allowed_is_refused_counted_and_gets_nothing(no_thread_leak: N
     pair = Pair(frozenset())
     try:
         _public, secret = generate_keypair()
+        client = pair.client(secret)
         with pytest.raises(AskTimeout):
-            pair.echo(pair.client(secret), timeout=0.5)
+            pair.echo(client, timeout=0.5)
         assert pair.refused("key_not_allowed") >= 1
+        # The refused side learns it too, from its own handshake, and counts it.
+        assert wait_for(lambda: client.stats().get("transport_rejected_by_peer", 0) >= 1)
         assert pair.server.stats().get("transport_frames_in", 0) == 0
     finally:
         pair.close()
@@ -117,9 +120,11 @@ def test_a_client_dialling_with_the_wrong_server_key_is_refused(no_thread_leak: 
     pair = Pair(frozenset({client_public}))
     try:
         wrong_server_key, _ = generate_keypair()
+        client = pair.client(client_secret, wrong_server_key)
         with pytest.raises(AskTimeout):
-            pair.echo(pair.client(client_secret, wrong_server_key), timeout=0.5)
-        assert wait_for(lambda: pair.refused("peers") >= 1)
+            pair.echo(client, timeout=0.5)
+        assert wait_for(lambda: pair.refused("wrong_server_key") >= 1)
+        assert wait_for(lambda: client.stats().get("transport_rejected_by_peer", 0) >= 1)
         assert pair.server.stats().get("transport_frames_in", 0) == 0
     finally:
         pair.close()
