@@ -36,6 +36,7 @@ from actors.errors import (
 from actors.log import configure_logging
 from actors.paths import ActorPath, Address, InvalidActorPath
 from actors.ref import ActorRef, AskFuture
+from actors.security import CurveConfig, KeyFileError
 from actors.supervision import Directive, OneForOne
 from actors.system import ActorSystem
 from actors.transport import TransportConfig
@@ -57,9 +58,11 @@ __all__ = [
     "AskFuture",
     "AskTimeout",
     "Context",
+    "CurveConfig",
     "Directive",
     "FrameError",
     "InvalidActorPath",
+    "KeyFileError",
     "OneForOne",
     "Props",
     "Reply",

@@ -215,10 +215,9 @@ class ZapHandler:
             request = sock.recv_multipart(zmq.NOBLOCK)
             try:
                 answer = self._answer(request)
-            except Exception as exc:  # never let a bad request take the IO thread down
+            except Exception:  # never let a bad request take the IO thread down
                 self._refused("zap_error", "unknown", "-")
                 answer = [b"1.0", request[1] if len(request) > 1 else b"", b"500", b"", b"", b""]
-                del exc
             sock.send_multipart(answer, zmq.NOBLOCK)
 
     def _answer(self, request: list[bytes]) -> list[bytes]:
