@@ -63,7 +63,7 @@ class ConfigError(ValueError):
     """A bad configuration; the message starts with the file and the key."""
 
 
-_TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal", "security"}
+_TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal", "security", "follow"}
 _NODE = {"id", "address", "data_dir", "metrics_address", "join"}
 _RAFT = {
     "election_timeout_min_ms": ("election_timeout_min", int),

@@ -202,6 +202,8 @@ class Follower:
             return delay
         if not finished:
             return self.backoff.next_delay() if not received else 0.0
+        if self.backoff.failures:
+            log.info("follow.source_back", follower=self.name, at=start, received=received)
         self.backoff.reset()
         self.window.on_success(received)
         self._caught_up = received < size

@@ -10,7 +10,7 @@ the node's published state (``NodeMetrics.state``: term and commit index), see
 
 from __future__ import annotations
 
-import pathlib
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +22,13 @@ from consensus.shell.metrics import NodeMetrics
 from consensus.shell.settings import NodeSettings
 from consensus.shell.state_machine import StateMachine
 from consensus.shell.supervisor import RaftSupervisor
+from follow.client import parse_uri
+from follow.config import FollowConfig, FollowConfigError, FollowerEntry
+from follow.config import load as load_follow
 from follow.follower import Follower
 from follow.server import LogServer
 from follow.source import RaftServable, SharedLogLike, WalSource
+from follow.window import Window
 
 log = structlog.get_logger(__name__)
 
@@ -73,28 +77,56 @@ def raft_node_props(
     return props, server
 
 
+def follow_config(config: Any) -> FollowConfig:
+    """The ``[follow]`` table of a loaded ``coterie.config.ClusterConfig``."""
+    taken = {n.address for n in config.nodes} | {
+        n.metrics_address for n in config.nodes if n.metrics_address
+    }
+    return load_follow(config.path, {n.id for n in config.nodes}, taken)
+
+
+def follower_entry(follow: FollowConfig, node_id: str, uri: str | None) -> FollowerEntry:
+    """Follower `node_id` of the file, its source replaced by `uri` when given."""
+    entry = follow.followers.get(node_id)
+    if entry is None:
+        raise FollowConfigError(
+            f"no follower {node_id!r} in [[follow.followers]] (add one with id and data_dir)"
+        )
+    source = uri or entry.source
+    if source is None:
+        raise FollowConfigError(f"follower {node_id!r}: no source in the file and no --follow URI")
+    parse_uri(source)  # ValueError naming it
+    return dataclasses.replace(entry, source=source)
+
+
 def run_follower(
-    uri: str,
-    data_dir: pathlib.Path,
+    entry: FollowerEntry,
     machine: StateMachine,
     stop: threading.Event,
     *,
-    name: str,
     log_address: str | None = None,
     durability: str = "group",
     segment_bytes: int = 64 << 20,
 ) -> None:
-    """Follow `uri` until `stop` is set, serving ``/log`` and reads on `log_address`."""
+    """Follow until `stop` is set, serving ``/log`` and reads on `log_address`."""
+    assert entry.source is not None
     follower = Follower(
-        uri, data_dir, machine, durability=durability, segment_bytes=segment_bytes, name=name
+        entry.source,
+        entry.data_dir,
+        machine,
+        durability=durability,
+        segment_bytes=segment_bytes,
+        timeout=entry.timeout_s,
+        window=Window(initial=entry.initial_window, maximum=entry.max_window),
+        name=entry.id,
     )
     server = None
     try:
         if log_address is not None:
             server = LogServer(log_address, follower.source(), follower.query)
             server.extra_status = follower.status
-            log.info("follow.log_served", follower=name, address=server.address)
-        log.info("follow.started", follower=name, uri=uri, applied=follower.applied)
+            log.info("follow.log_served", follower=entry.id, address=server.address)
+        log.info("follow.started", follower=entry.id, uri=entry.source, applied=follower.applied)
         follower.run(stop)
     finally:
         if server is not None:
