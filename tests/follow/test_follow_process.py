@@ -116,3 +116,52 @@ def test_follower_through_a_round_robin_proxy(tmp_path: pathlib.Path) -> None:
             writer.stop()
         proxy.close()
         cluster.close()
+
+
+def test_follower_starting_after_compaction_restores_from_the_snapshot(
+    tmp_path: pathlib.Path,
+) -> None:
+    raft = {
+        "election_timeout_min_ms": 300,
+        "election_timeout_max_ms": 600,
+        "heartbeat_interval_ms": 50,
+        "snapshot_threshold_entries": 60,
+        "snapshot_trailing_entries": 5,
+    }
+    cluster = FollowCluster(tmp_path, followers=1, raft=raft)
+    writer = None
+    try:
+        cluster.start_all()
+        leader = cluster.wait_for_leader()
+        writer = Writer(cluster)
+
+        def compacted() -> bool:
+            status = cluster.log_status(leader) or {}
+            return status.get("first", 1) > 1 and status.get("snapshot") is not None
+
+        wait_until(compacted, 25, "the leader snapshots and compacts its log")
+        cluster.start_follower("f1", cluster.uri(leader))
+        done = writer.done
+        wait_until(lambda: writer.done >= done + 100, 20, "writes go on")
+        writer.stop()
+        nodes = cluster.ids
+        wait_until(lambda: settled(cluster, nodes) > 0, 20, "cluster settles")
+        commit = settled(cluster, nodes)
+        wait_until(
+            lambda: (cluster.log_status("f1") or {}).get("last") == commit, 20, "f1 catches up"
+        )
+        digest = cluster.client.query(msgpack.packb(["digest"])).result
+        assert cluster.follower_query("f1", ["digest"]) == {"applied": commit, "result": digest}
+        status = cluster.log_status("f1")
+        assert status is not None
+        assert status["follower"]["snapshots_installed"] >= 1, status
+        assert status["follower"]["problems"] == {}, status
+        cluster.stop_all()
+        with SegmentedLog.open(tmp_path / "f1" / "log", readonly=True) as mine:
+            assert mine.first_index > 1 and mine.last_index == commit  # began at a snapshot
+            with SegmentedLog.open(tmp_path / leader / "log", readonly=True) as log:
+                assert list(diff_logs(log, mine)) == []
+    finally:
+        if writer is not None:
+            writer.stop()
+        cluster.close()
