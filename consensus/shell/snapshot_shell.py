@@ -19,7 +19,9 @@ In ``consensus.ready`` order:
   at its applied index (:class:`TakeSnapshot`); the bytes come back (:class:`SnapshotState`,
   after the ``Applied`` covering them), the core names the snapshot point, the IO actor writes
   it (:class:`SaveSnapshot`) and its :class:`SnapshotSaved` becomes ``snapshot_taken``. One
-  snapshot is taken at a time; the core asks again later if one is refused.
+  snapshot is taken at a time: a request that comes meanwhile is served as soon as the one in
+  progress ends (the core asks only once per threshold, so dropping it could leave the log
+  uncompacted until the next threshold); the core asks again later if one is refused.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class SnapshotShell:
         self.writer = writer
         self.supervisor = supervisor
         self.taking = False  # a snapshot is being serialised or written
+        self.wanted = False  # the core asked for another while one was being taken
         self.resets = 0  # log resets sent to the writer and not yet confirmed
         self.taken = 0  # snapshots taken since start (for logs and tests)
         self.installed = 0  # snapshots installed since start
@@ -94,9 +97,21 @@ class SnapshotShell:
             self.io.tell(ReadChunk(read))
         for write in ready.snapshot_writes:
             self.io.tell(WriteChunk(write))
-        if ready.snapshot_wanted and not self.taking:
-            self.taking = True
-            self.state_machine.tell(TakeSnapshot())
+        if ready.snapshot_wanted:
+            if self.taking:
+                self.wanted = True
+            else:
+                self._take()
+
+    def _take(self) -> None:
+        self.taking, self.wanted = True, False
+        self.state_machine.tell(TakeSnapshot())
+
+    def _done(self) -> None:
+        """The snapshot in progress ended (taken, refused or dropped)."""
+        self.taking = False
+        if self.wanted:
+            self._take()
 
     # ------------------------------------------------------------------ answers
 
@@ -110,7 +125,7 @@ class SnapshotShell:
             case SnapshotState(index, data):
                 return self._state(core, index, data, log)
             case SnapshotSaved(info, error):
-                self.taking = False
+                self._done()
                 if info is None:
                     log.info("snapshot not taken", reason=error)
                     return None
@@ -132,12 +147,12 @@ class SnapshotShell:
     def _state(self, core: RaftNode, index: int, data: bytes | bytearray, log: Any) -> Ready | None:
         snapshot = core.snapshot
         if index == 0 or (snapshot is not None and index <= snapshot.index):
-            self.taking = False  # nothing newer than what we hold (an install overtook it)
+            self._done()  # nothing newer than what we hold (an install overtook it)
             return None
         try:
             point = core.snapshot_point(index)
         except LocalProtocolError as exc:
-            self.taking = False
+            self._done()
             log.warning("snapshot point refused", index=index, reason=str(exc))
             return None
         self.io.tell(SaveSnapshot(point, data))

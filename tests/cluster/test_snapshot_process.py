@@ -17,13 +17,14 @@ from tests.cluster.cluster import LocalCluster
 
 pytestmark = pytest.mark.process
 
-THRESHOLD = 20  # entries between snapshots
+THRESHOLD = 10  # entries between snapshots
 
 
 @pytest.fixture
 def cluster(tmp_path: pathlib.Path) -> Iterator[LocalCluster]:
     c = LocalCluster(
         tmp_path,
+        durability="never",  # SIGKILL keeps the page cache; fewer fsyncs keep the test short
         raft={
             "election_timeout_min_ms": 300,
             "election_timeout_max_ms": 600,

@@ -195,7 +195,6 @@ def test_snapshot_shell_takes_a_snapshot_reports_it_and_compacts(
         ready = drive(core, log, core.propose([ClientCommand(f"c{i}", b"x")], LATE))
     assert ready.snapshot_wanted and core.applied_index == 3
     shell.after_apply(ready)
-    shell.after_apply(ready)  # one snapshot at a time
     assert isinstance(machine_seen.get(timeout=5), TakeSnapshot)
 
     assert shell.on_input(core, SnapshotState(3, b"state"), LATE, LOG) is None
@@ -209,6 +208,15 @@ def test_snapshot_shell_takes_a_snapshot_reports_it_and_compacts(
     assert writer_seen.get(timeout=5) == CompactThrough(3)
     assert shell.on_input(core, LogCompacted(4), LATE, LOG) is None
     assert machine_seen.empty()
+
+    # Asked again while one is in progress: one at a time, the second right after the first.
+    shell.after_apply(Ready(snapshot_wanted=True))
+    assert isinstance(machine_seen.get(timeout=5), TakeSnapshot)
+    shell.after_apply(Ready(snapshot_wanted=True))
+    assert shell.taking and shell.wanted and machine_seen.empty()
+    assert shell.on_input(core, SnapshotSaved(None, "busy"), LATE, LOG) is None
+    assert isinstance(machine_seen.get(timeout=5), TakeSnapshot)
+    assert shell.taking and not shell.wanted
 
     # A snapshot the state machine made below the one the core holds is dropped.
     shell.taking = True
