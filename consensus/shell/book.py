@@ -58,7 +58,7 @@ class Book:
         default_factory=collections.deque
     )
 
-    # membership change request id (given to the core) -> where its answer goes
+    # membership change id given to the core ("m:" + the request's id) -> where its answer goes
     changes: dict[str, Reply] = dataclasses.field(default_factory=dict)
     removal: RemovalWatch | None = None  # set by the first role actor
 

@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 ERROR_BAD_REQUEST = "bad_request"
 ERROR_DUPLICATE = "duplicate_request"
 ERROR_REMOVED = "not_leader"  # a removed node leads nothing; the client tries another node
+# Prefix of the request ids given to the core for changes: the book's own entry ids are
+# "e<n>", so a client's change id can never be taken for an entry's, or the other way round.
+CORE_ID_PREFIX = "m:"
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 _ADDRESS = re.compile(r"[A-Za-z0-9.:\[\]-]+:(\d{1,5})\Z")
 
@@ -100,7 +103,8 @@ def request_change(
     core = book.core
     if reply is None:
         return None  # a told request: nobody to answer, and changes are not fire-and-forget
-    if request.request_id in book.changes:
+    core_id = CORE_ID_PREFIX + request.request_id
+    if core_id in book.changes:
         reply.success(_response(request.request_id, core, wiring, error=ERROR_DUPLICATE))
         return None
     try:
@@ -110,8 +114,8 @@ def request_change(
             _response(request.request_id, core, wiring, error=ERROR_BAD_REQUEST, detail=str(exc))
         )
         return None
-    book.changes[request.request_id] = reply
-    return core.change_membership(request.request_id, change, now)
+    book.changes[core_id] = reply
+    return core.change_membership(core_id, change, now)
 
 
 def answer_change(book: Book, wiring: Wiring, response: ClientResponse) -> bool:
@@ -119,11 +123,12 @@ def answer_change(book: Book, wiring: Wiring, response: ClientResponse) -> bool:
     reply = book.changes.pop(response.request_id, None)
     if reply is None:
         return False
+    request_id = response.request_id.removeprefix(CORE_ID_PREFIX)
     hint = None if response.ok else wiring.address_of(response.leader_hint)
     detail = "" if response.ok or response.result is None else str(response.result)
     reply.success(
         MembershipChangeResponse(
-            response.request_id,
+            request_id,
             response.ok,
             response.index,
             response.error,
@@ -237,7 +242,8 @@ def release_waiters(book: Book) -> int:
         reply.success(QueryResponse(request_id, False, 0, None, ERROR_REMOVED, None))
     count += len(book.reads)
     book.reads.clear()
-    for request_id, reply in book.changes.items():
+    for core_id, reply in book.changes.items():
+        request_id = core_id.removeprefix(CORE_ID_PREFIX)
         reply.success(
             MembershipChangeResponse(request_id, False, 0, ERROR_REMOVED, None, "removed")
         )

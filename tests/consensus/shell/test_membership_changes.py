@@ -107,7 +107,8 @@ def test_a_bad_request_is_refused_naming_the_field(request_: ChangeMembership, f
 def test_an_add_carries_every_members_address_and_is_answered_when_applied() -> None:
     leader, log = committed_leader(auto_promote=False)
     book, reply, w = Book(leader), Answers(), wiring()
-    request = ChangeMembership("r1", "add_learner", "n4", "h:4")
+    # "e1" is also the book's id of its first entry: the two must never be confused.
+    request = ChangeMembership("e1", "add_learner", "n4", "h:4")
     ready = changes.request_change(book, w, request, reply, LATE)  # type: ignore[arg-type]
     assert ready is not None and ready.membership is not None
     assert ready.membership.addresses == (
@@ -129,6 +130,7 @@ def test_an_add_carries_every_members_address_and_is_answered_when_applied() -> 
         assert changes.answer_change(book, w, response)
     (answer,) = reply.got
     assert answer.ok and answer.index == entry.index and answer.learners == ("n4",)
+    assert answer.request_id == "e1"
     assert not changes.answer_change(book, w, ClientResponse("e1", True, 1, None, None, None))
 
 
@@ -221,11 +223,11 @@ def test_a_removed_node_answers_and_releases_its_waiters() -> None:
     batch, read, change = Answers(), Answers(), Answers()
     book.proposals.append(Waiter(batch, [b"a", b"b"]))  # type: ignore[arg-type]
     book.reads["q"] = (read, b"")  # type: ignore[assignment]
-    book.changes["c"] = change  # type: ignore[assignment]
+    book.changes["m:c"] = change  # type: ignore[assignment]
     assert changes.release_waiters(book) == 3
     assert batch.got[0].error == "not_leader"
     assert isinstance(read.got[0], QueryResponse) and read.got[0].error == "not_leader"
-    assert change.got[0].error == "not_leader"
+    assert change.got[0].error == "not_leader" and change.got[0].request_id == "c"
     assert not (book.proposals or book.reads or book.changes)
 
 
