@@ -11,7 +11,7 @@ import platform
 import sys
 import time
 
-SUITES = ["actors", "wal", "membership", "raft", "cluster", "snapshot"]
+SUITES = ["actors", "wal", "membership", "raft", "cluster", "snapshot", "follow"]
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 

@@ -50,7 +50,7 @@ from wal.snapshot import SnapshotStore
 
 log = structlog.get_logger(__name__)
 
-APPEND_BATCH = 1024
+APPEND_BATCH = 4096
 CAUGHT_UP_WAIT_MS = 500
 
 
@@ -249,6 +249,8 @@ class Follower:
                     self.counters["cut_short"] += 1
         finally:
             kept += self._keep(pending)
+            if kept and self.durability == "group":
+                self.shared.sync()  # once per response
             if not clean:
                 self.client.close()  # the rest of this response is not wanted
             records.close()  # type: ignore[attr-defined]
@@ -262,8 +264,6 @@ class Follower:
         entries = [record.to_entry() for record in records]
         records.clear()
         self.shared.append(entries, sync=self.durability == "always")
-        if self.durability == "group":
-            self.shared.sync()
         with self.machine_lock:
             machine = self.machine
             for entry in entries:

@@ -233,6 +233,23 @@ def _u64(value: Any, what: str, offset: int) -> int:
 def _from_array(item: Any, offset: int) -> Record:
     if type(item) is not list or not item:
         raise MalformedRecord(f"offset {offset}: a record is a non-empty array")
+    if len(item) == 7 and item[0] == _ENTRY:
+        # The hot path, one check per field in one expression: every entry comes through here.
+        _tag, seq, term, kind, timestamp, crc, payload = item
+        if (
+            type(seq) is int
+            and type(term) is int
+            and type(kind) is int
+            and type(timestamp) is int
+            and type(crc) is int
+            and type(payload) is bytes
+            and 0 <= seq < _U64
+            and 0 <= term < _U64
+            and 0 <= kind < 256
+            and 0 <= timestamp < _U64
+            and 0 <= crc < 1 << 32
+        ):
+            return EntryRecord(seq, term, kind, timestamp, crc, payload)
     tag, fields = item[0], item[1:]
     if tag == _ENTRY and len(fields) == 6:
         seq, term, kind, timestamp, crc, payload = fields
