@@ -77,9 +77,8 @@ def public_key_of(secret: bytes) -> bytes:
 def write_keypair(base: pathlib.Path, *, force: bool = False) -> tuple[pathlib.Path, pathlib.Path]:
     """Write a new keypair to ``<base>.key`` (public, 0644) and ``<base>.key_secret`` (0600).
 
-    The secret file is created with mode 0600 from the start (never chmod-ed afterwards), so
-    there is no moment at which another user could read it. Existing files are kept unless
-    `force`.
+    The secret file is created with mode 0600 from the start (``O_EXCL``), so there is no
+    moment at which another user could read it. Existing files are kept unless `force`.
     """
     public_path = base.with_name(base.name + ".key")
     secret_path = base.with_name(base.name + ".key_secret")
@@ -127,6 +126,9 @@ def read_key_file(path: pathlib.Path, key_name: str, *, secret: bool) -> bytes:
     keys = []
     for line in text.splitlines():
         stripped = line.strip()
+        if not secret and stripped.startswith("#") and "secret key" in stripped:
+            # Mistaking a .key_secret for a .key would hand a secret to every peer's config.
+            raise KeyFileError(f"{where}: holds a secret key, not a public one")
         if not stripped or stripped.startswith("#"):
             continue
         match = _CERT_LINE.match(stripped)

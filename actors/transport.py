@@ -26,7 +26,9 @@ With a :class:`~actors.security.CurveConfig` every connection is CurveZMQ: the R
 server whose ZAP handler (served on this same IO thread) admits only allowed public keys, and
 each DEALER is a CURVE client that knows the public key of the node it dials. Refused peers
 are logged (rate-limited) with their address and key and counted as ``refused_<reason>``;
-frames from admitted peers carry the peer's key, which drop logs name.
+frames from admitted peers carry the peer's key, which drop logs name. A peer that refuses one
+of our DEALERs is logged and counted too (``rejected_by_peer``). A send to an address whose
+public key we do not know is dropped (``dropped_no_server_key``) rather than dialled.
 """
 
 from __future__ import annotations

@@ -165,6 +165,12 @@ def test_key_file_errors_name_the_key_the_node_and_the_path(tmp_path) -> None:
     with pytest.raises(ConfigError, match="no public key in the file"):
         config.curve_for("n1")
 
+    (keys_dir / "client.key").write_bytes((keys_dir / "n1.key_secret").read_bytes())
+    with pytest.raises(ConfigError, match="holds a secret key, not a public one"):
+        config.curve_for("n1")
+    keys(tmp_path, "client2")
+    (keys_dir / "client.key").write_bytes((keys_dir / "client2.key").read_bytes())
+
     (keys_dir / "n1.key").write_bytes((keys_dir / "n2.key").read_bytes())
     with pytest.raises(ConfigError, match=r"public_key_file of node n1.*does not match"):
         config.curve_for("n1")
