@@ -9,6 +9,9 @@
   follower have a core each when the machine has two; the follower is the bottleneck.
 * **Peak RSS** of the follower child (VmHWM) after following N/4 entries and after N: a
   follower streams, so the peak must not grow with the log's length (ratio near 1).
+  ``wal_index_bytes_held`` is what the follower's WAL still holds of the per-entry offset
+  arrays of the segments it sealed (``wal.log`` keeps a sealed segment's array loaded until a
+  read puts it under its LRU bound): that part grows 8 bytes per entry.
 
 Segments are 16 MiB on both sides, so the longer run crosses many segment boundaries.
 """
@@ -101,6 +104,15 @@ def follow(uri: str, data_dir: str, count: int) -> None:
         follower.step()
         requests += 1
     elapsed = time.perf_counter() - started
+    # Where memory that grows with the log's length sits: the WAL keeps the offset array of
+    # every segment it sealed while appending (8 bytes per entry) until something reads and
+    # unloads it. Private attributes, read for this diagnosis only.
+    segments = follower.shared._log._segments
+    held = sum(
+        len(s._offsets) * s._offsets.itemsize
+        for s in segments
+        if s.sealed and s._offsets is not None
+    )
     follower.close()
     print(
         json.dumps(
@@ -114,6 +126,7 @@ def follow(uri: str, data_dir: str, count: int) -> None:
                 "final_window": follower.window.size,
                 "problems": dict(follower.checker.problems),
                 "peak_rss_kb": _status_kb("VmHWM"),
+                "wal_index_bytes_held": held,
             }
         )
     )

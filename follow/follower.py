@@ -31,6 +31,7 @@ from __future__ import annotations
 import pathlib
 import random
 import threading
+import time
 from typing import Any
 
 import structlog
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 APPEND_BATCH = 4096
 CAUGHT_UP_WAIT_MS = 500
+PROGRESS_SECONDS = 5.0
 
 
 class Follower:
@@ -168,11 +170,15 @@ class Follower:
     # ------------------------------------------------------------------ the loop
 
     def run(self, stop: threading.Event) -> None:
-        """Follow until `stop` is set."""
+        """Follow until `stop` is set; logs its progress every PROGRESS_SECONDS."""
+        report_at = time.monotonic() + PROGRESS_SECONDS
         while not stop.is_set():
             delay = self.step()
             if delay:
                 stop.wait(delay)
+            if time.monotonic() >= report_at:
+                report_at = time.monotonic() + PROGRESS_SECONDS
+                log.info("follow.progress", follower=self.name, **self.status())
 
     def step(self) -> float:
         """One request; returns how long to wait before the next (0: go on at once)."""
@@ -247,6 +253,7 @@ class Follower:
                 clean = finished
                 if not finished:
                     self.counters["cut_short"] += 1
+                    log.warning("follow.cut_short", follower=self.name, at=start, kept=kept)
         finally:
             kept += self._keep(pending)
             if kept and self.durability == "group":
