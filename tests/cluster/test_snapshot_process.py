@@ -8,6 +8,7 @@ import json
 import pathlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import pytest
@@ -64,14 +65,18 @@ def wait_for_digest(cluster: LocalCluster, node: str, count: int) -> tuple[int, 
     )
 
 
-def events(cluster: LocalCluster, node: str) -> list[str]:
+def records(cluster: LocalCluster, node: str) -> list[dict[str, Any]]:
     found = []
     for line in (cluster.directory / f"{node}.log").read_text().splitlines():
         try:
-            found.append(json.loads(line).get("event", ""))
+            found.append(json.loads(line))
         except ValueError:
             continue
     return found
+
+
+def events(cluster: LocalCluster, node: str) -> list[str]:
+    return [record.get("event", "") for record in records(cluster, node)]
 
 
 def snapshot_files(cluster: LocalCluster, node: str) -> list[str]:
@@ -117,8 +122,10 @@ def test_a_follower_catches_up_by_install_snapshot_and_a_node_restarts_from_its_
     cluster.kill(other)
     cluster.start(other)
     assert wait_for_digest(cluster, other, total) == expected
-    restarted = events(cluster, other)
-    assert restarted.count("state machine restored from a snapshot") >= 1
+    starts = [r for r in records(cluster, other) if r.get("event") == "node starting"]
+    assert len(starts) == 2 and starts[1]["snapshot"] >= 3 * THRESHOLD  # from its own file
+    assert starts[1]["first_index"] > starts[1]["snapshot"] - THRESHOLD  # the log is compacted
+    assert events(cluster, other).count("state machine restored from a snapshot") == 1
     write(cluster, total, 10)
     final = wait_for_digest(cluster, leader, total + 10)
     for node in cluster.ids:
