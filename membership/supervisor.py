@@ -81,7 +81,8 @@ class NodeSupervisor(PingResponder):
         self.rng_seed = rng_seed
 
     def pre_start(self) -> None:
-        self.ctx.spawn(membership_props(self.config, self.incarnation, self.rng_seed), MEMBERSHIP_NAME)
+        props = membership_props(self.config, self.incarnation, self.rng_seed)
+        self.ctx.spawn(props, MEMBERSHIP_NAME)
 
     def receive(self, message: Any, sender: ActorRef | None) -> Any:
         if self.answer_ping(message, sender):

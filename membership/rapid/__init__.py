@@ -15,7 +15,11 @@ thousands of them in one process over a simulated network and clock::
     sim.start_static(1000)
     sim.run_for(5.0)
     sim.crash(sim.names[:10])
-    sim.run_until(lambda: sim.converged(), limit=60.0)
+    sim.run_while_not(lambda: sim.agreed(set(sim.names[10:])), limit=60.0)
+
+In a real node, :mod:`membership.rapid.actor` runs the same core as the membership actor;
+a node supervisor given a ``RapidMembershipConfig`` spawns it instead of the gossip one
+(:func:`membership.supervisor.membership_props`).
 """
 
 from membership.rapid.config import RAPID_DETECTOR, RapidConfig

@@ -365,10 +365,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default="bench/results/membership_scale.png")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every size by this")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: combine the results of earlier runs (one scenario each, run in "
+        "parallel) into --out and --plot",
+    )
     parser.add_argument("only", nargs="*", help=f"scenarios to run (default all: {list(FULL)})")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.only if name not in FULL]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; known: {list(FULL)}")
     results: dict[str, Any] = {}
     failed = []
+    if args.merge:
+        return _write(_merge(args.merge), args.out, args.plot)
     for name, (fn, defaults) in FULL.items():
         if args.only and name not in args.only:
             continue
@@ -382,13 +394,38 @@ def main(argv: list[str] | None = None) -> int:
         if not result["ok"]:
             failed.append(name)
     results["_meta"] = {"seed": args.seed, "scale": args.scale, "failed": failed}
-    out = pathlib.Path(args.out)
+    return _write(results, args.out, args.plot)
+
+
+def _merge(paths: list[str]) -> dict[str, Any]:
+    """One result set from several runs' JSON files (which must share seed and scale)."""
+    results: dict[str, Any] = {}
+    metas = []
+    for path in paths:
+        try:
+            loaded = json.loads(pathlib.Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: not a results file ({exc})") from exc
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("_meta"), dict):
+            raise SystemExit(f"{path}: no _meta key, not written by this tool")
+        metas.append(loaded.pop("_meta"))
+        results.update(loaded)
+    if len({(m.get("seed"), m.get("scale")) for m in metas}) != 1:
+        raise SystemExit(f"runs with different seeds or scales cannot be merged: {metas}")
+    failed = [name for name, r in results.items() if not r.get("ok")]
+    results["_meta"] = {"seed": metas[0]["seed"], "scale": metas[0]["scale"], "failed": failed}
+    return results
+
+
+def _write(results: dict[str, Any], out_path: str, plot_path: str) -> int:
+    out = pathlib.Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"-> {out}")
-    if args.plot:
-        plot(results, pathlib.Path(args.plot))
-        print(f"-> {args.plot}")
+    if plot_path:
+        plot(results, pathlib.Path(plot_path))
+        print(f"-> {plot_path}")
+    failed = results["_meta"]["failed"]
     if failed:
         print(f"FAILED: {failed}")
         return 1
