@@ -30,6 +30,7 @@ from typing import Any
 from actors import UNHANDLED, Actor, ActorRef
 from consensus.shell.snapshot_files import Receiver, SnapshotFiles
 from consensus.snapshots import ChunkRead, ChunkWrite, SnapshotInfo
+from wal.errors import WalError
 
 # A transfer silent this long no longer blocks taking a local snapshot.
 ABANDON_AFTER = 10.0
@@ -43,10 +44,11 @@ class TakeSnapshot:
 @dataclasses.dataclass(slots=True)
 class SnapshotState:
     """State machine -> supervisor: the state machine's bytes at applied ``index`` (sent after
-    the ``Applied`` that covers it, so the core knows ``index`` applied when this arrives)."""
+    the ``Applied`` that covers it, so the core knows ``index`` applied when this arrives);
+    ``data`` None if the state machine's ``snapshot()`` raised."""
 
     index: int
-    data: bytes | bytearray
+    data: bytes | bytearray | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -104,22 +106,44 @@ class SnapshotIO(Actor):
         self.receiver = Receiver(files)
 
     def receive(self, message: Any, sender: ActorRef | None) -> Any:
+        # Every request is answered, also when its file work fails (logged with the file):
+        # the role waits for the answer (a snapshot being taken blocks the next one), and
+        # the core knows what to do with a failed one (start the transfer over, ask again).
         match message:
             case ReadChunk(read):
-                data = self.files.read_chunk(read.index, read.term, read.offset, read.max_bytes)
+                try:
+                    data = self.files.read_chunk(read.index, read.term, read.offset, read.max_bytes)
+                except (OSError, WalError) as exc:
+                    self._failed("read a snapshot chunk", exc, index=read.index)
+                    data = None  # the core starts over with its latest snapshot
                 self.report_to.tell(ChunkLoaded(read, data))
             case WriteChunk(write):
-                offset, complete = self.receiver.write(write)
+                try:
+                    offset, complete = self.receiver.write(write)
+                except (OSError, WalError) as exc:
+                    self._failed("write a snapshot chunk", exc, index=write.index)
+                    self.receiver.abandon()
+                    offset, complete = 0, False  # the leader starts over
                 self.report_to.tell(ChunkStored(write, offset, complete))
             case SaveSnapshot(point, data):
                 # Let go of the state's bytes once written: the actor runtime may keep the
                 # last delivered message until the next one, and this one can be 100 MB.
                 message.data = b""
-                self.report_to.tell(self._save(point, data))
+                try:
+                    saved = self._save(point, data)
+                except Exception as exc:
+                    self._failed("save a snapshot", exc, index=point.index)
+                    saved = SnapshotSaved(None, f"saving failed: {exc!r}")
                 del data
+                self.report_to.tell(saved)
             case _:
                 return UNHANDLED
         return None
+
+    def _failed(self, what: str, exc: BaseException, **fields: Any) -> None:
+        self.ctx.log.error(
+            f"could not {what}", directory=str(self.files.directory), error=repr(exc), **fields
+        )
 
     def _save(self, point: SnapshotInfo, data: bytes | bytearray) -> SnapshotSaved:
         receiver = self.receiver

@@ -144,8 +144,13 @@ class SnapshotShell:
                 log.debug("log compacted", first_index=first_index)
         return None
 
-    def _state(self, core: RaftNode, index: int, data: bytes | bytearray, log: Any) -> Ready | None:
+    def _state(
+        self, core: RaftNode, index: int, data: bytes | bytearray | None, log: Any
+    ) -> Ready | None:
         snapshot = core.snapshot
+        if data is None:
+            self._done()  # the state machine's snapshot() raised (it logged why)
+            return None
         if index == 0 or (snapshot is not None and index <= snapshot.index):
             self._done()  # nothing newer than what we hold (an install overtook it)
             return None

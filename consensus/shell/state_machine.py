@@ -119,12 +119,22 @@ class StateMachineActor(Actor):
                 self._query(message)
                 return None
             case TakeSnapshot():
-                self.report_to.tell(SnapshotState(self.applied_index, self.machine.snapshot()))
+                self._snapshot()
                 return None
             case RestoreSnapshot(info):
                 self._restore(info)
                 return None
         return UNHANDLED
+
+    def _snapshot(self) -> None:
+        try:
+            data = self.machine.snapshot()
+        except Exception as exc:
+            # The state is unharmed: report no snapshot (the log stays uncompacted and the
+            # core asks again past the next threshold) rather than failing the actor.
+            self.ctx.log.error("state machine snapshot failed", error=repr(exc))
+            data = None
+        self.report_to.tell(SnapshotState(self.applied_index, data))
 
     def _restore(self, info: SnapshotInfo) -> None:
         """Replace the state with snapshot ``info``: everything through its index is applied."""

@@ -257,3 +257,40 @@ def test_snapshot_shell_installs_before_writes_and_drops_persisted_until_the_res
     assert io_seen.get(timeout=5) == ReadChunk(read)
     assert io_seen.get(timeout=5) == WriteChunk(write)
     assert writer_seen.empty()
+
+
+class Unsnapshottable(Recorder):
+    def snapshot(self) -> bytes:
+        raise RuntimeError("cannot serialise")
+
+
+def test_failures_are_answered_so_the_next_snapshot_is_not_blocked(
+    system: ActorSystem, tmp_path: pathlib.Path
+) -> None:
+    report, reports = probe(system, "report")
+    files = SnapshotFiles(tmp_path / "snaps")
+    machine = system.spawn(
+        Props(StateMachineActor, Unsnapshottable(), report, 0, None, files), "state-machine"
+    )
+    machine.tell(Apply(command_entries(1, "a")))
+    machine.tell(TakeSnapshot())
+    assert reports.get(timeout=5).index == 1  # Applied
+    assert reports.get(timeout=5) == SnapshotState(1, None)
+    assert history(machine) == [b"a"]  # the actor and its state carry on
+
+    io_ref = system.spawn(Props(SnapshotIO, files, report), "io")
+    io_ref.tell(SaveSnapshot(SnapshotInfo(1, 1, Membership(("n1",))), 12345))  # type: ignore[arg-type]
+    failed = reports.get(timeout=5)
+    assert failed.info is None and "saving failed" in failed.error
+    files.save(SnapshotInfo(2, 1, Membership(("n1",))), b"state")
+    (meta,) = files.store.list()
+    meta.path.write_bytes(b"damaged")  # every listing of the store now fails
+    read = ChunkRead("n2", 2, 1, 0, 10)
+    io_ref.tell(ReadChunk(read))
+    assert reports.get(timeout=5) == ChunkLoaded(read, None)
+
+    shell = SnapshotShell(io_ref, machine, report, report)
+    core, _ = leader_core(threshold=0)
+    shell.taking = True
+    assert shell.on_input(core, SnapshotState(1, None), LATE, LOG) is None
+    assert not shell.taking
