@@ -19,6 +19,11 @@ When the core's role changes, the actor hands the book back to the supervisor (`
 and retires: whatever still reaches it is bounced to the supervisor, which hands it to the next
 role actor in order, so nothing is lost in a switch.
 
+Membership (``consensus.shell.membership_changes``): a ``ChangeMembership`` ask goes to the
+core and is answered when the change is applied; ``Ready.membership`` updates the address
+book; once this node's own removal is committed and applied, the actor answers whatever still
+waits, retires and tells the supervisor ``Removed``.
+
 The three classes differ in what they do with client commands: a leader gathers every command
 queued in its mailbox (``ClientBatch`` asks, and single ``ClientCommand`` asks) into one log
 entry (a ``Flush`` message it sends itself closes the batch: adaptive batching with no timer,

@@ -15,6 +15,10 @@ The FSM is the supervisor's behaviour, switched with ``become``:
   every earlier forward, since one sender's messages stay in order) it is stopped, the role
   actor for the new role is started with the core, and the bounced messages followed by the
   stashed ones are handed to it, oldest first. Nothing is dropped and per-sender order holds.
+* ``removed``: the role actor reported that this node's removal from the configuration is
+  committed and applied (``Removed``); the role actor is stopped and the Raft with it. Status
+  requests are answered with role ``removed``, clients are sent on to other nodes
+  (``consensus.shell.membership_changes``).
 
 Peers and membership ping this path, and it answers pings itself (the pong names this path):
 liveness is keyed on the supervisor, never on a child that comes and goes with roles.
