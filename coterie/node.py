@@ -26,6 +26,7 @@ from coterie.config import ClusterConfig, ConfigError, load
 from coterie.errors import CliError
 from follow.config import FollowConfig, FollowConfigError
 from follow.node import follow_config, follower_entry, raft_node_props, run_follower
+from wal.errors import WalError
 
 
 def register(subparsers: Any) -> None:
@@ -112,7 +113,7 @@ def run_follower_node(args: argparse.Namespace, config: ClusterConfig, follow: F
             durability=config.wal.get("durability", "always"),
             segment_bytes=int(config.wal.get("segment_mb", 64)) << 20,
         )
-    except OSError as exc:
+    except (OSError, WalError) as exc:  # a port in use, a log open elsewhere, ...
         raise CliError(f"follower {args.node_id}: {exc}") from exc
     return 0
 

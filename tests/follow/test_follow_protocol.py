@@ -209,3 +209,22 @@ def test_log_params_parse() -> None:
 def test_log_params_refused_with_the_parameter_named(query: str, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
         parse_log_params(query)
+
+
+# ---------------------------------------------------------------------------- serving bound
+
+
+def test_safe_limit_needs_the_wal_to_end_in_the_current_term() -> None:
+    from follow.source import RaftServable, safe_limit
+
+    assert safe_limit(term=3, commit=10, last_index=12, last_term=3) == 10
+    assert safe_limit(term=3, commit=10, last_index=8, last_term=3) == 8
+    # The WAL may still hold a stale tail from term 2 the leader of term 3 will replace.
+    assert safe_limit(term=3, commit=10, last_index=12, last_term=2) == 0
+    assert safe_limit(term=0, commit=0, last_index=0, last_term=0) == 0
+    state = [(3, 10)]
+    servable = RaftServable(lambda: state[0])
+    assert servable(12, 3) == 10
+    state[0] = (4, 12)  # a new term began; its first entry is not in this WAL yet
+    assert servable(12, 3) == 10  # what was vouched for stays served, nothing more
+    assert servable(13, 4) == 12
