@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -137,6 +138,17 @@ class SourceClient:
             fresh = self._conn is None
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+                try:
+                    self._conn.connect()
+                    # Requests are small writes; never hold one back waiting for an ACK.
+                    self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                except OSError as exc:
+                    self.close()
+                    if isinstance(exc, TimeoutError):
+                        raise SourceTimeout(
+                            f"{self.uri}: no connection in {self.timeout}s"
+                        ) from exc
+                    raise SourceError(f"{self.uri}{path}: {exc!r}") from exc
             try:
                 self._conn.request(method, self.prefix + path, headers=headers or {})
                 return self._conn.getresponse()

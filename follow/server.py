@@ -26,6 +26,7 @@ the next write and costs nothing else. Handler threads are daemons of a
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.parse
@@ -124,6 +125,12 @@ class LogServer:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "coterie-follow/1"
+
+    def setup(self) -> None:
+        super().setup()
+        # A range is written as several chunks, the last ones small (the trailer, the end of
+        # the body): with Nagle on, each would wait for the client's delayed ACK (~40 ms).
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @property
     def owner(self) -> LogServer:

@@ -80,10 +80,6 @@ class WalSource:
         """The node (re)opened its log: read this one from now on."""
         self._shared = shared
 
-    @property
-    def ready(self) -> bool:
-        return self._shared is not None and not self._shared.closed
-
     def bounds(self) -> Bounds:
         shared = self._require()
         with shared.lock:
