@@ -217,7 +217,9 @@ class Follower:
 
     def _fetch(self, start: int, to: int) -> tuple[int, bool]:
         """Fetch, check, append and apply one range; (entries kept, ended cleanly)."""
-        records = self.client.log(start, to, self.wait_ms if self._caught_up else 0)
+        # A long poll must end well before the request would count as timed out.
+        wait = min(self.wait_ms, int(self.client.timeout * 500)) if self._caught_up else 0
+        records = self.client.log(start, to, wait)
         pending: list[Entry] = []
         kept = 0
         started = finished = clean = False

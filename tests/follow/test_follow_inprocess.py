@@ -207,6 +207,21 @@ def test_follower_backs_off_while_the_source_is_down(tmp_path: pathlib.Path) -> 
     assert delays[-1] > delays[0] > 0
 
 
+def test_a_stalling_source_times_out_and_halves_the_window(tmp_path: pathlib.Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections, never answers
+    try:
+        port = listener.getsockname()[1]
+        follower = make_follower(f"http://127.0.0.1:{port}", tmp_path / "f", timeout=0.2)
+        before = follower.window.size
+        assert follower.step() == 0.0  # a timeout is retried at once, with a smaller window
+        assert follower.counters["timeouts"] == 1 and follower.window.size == before // 2
+        follower.close()
+    finally:
+        listener.close()
+
+
 def test_follower_restores_from_snapshot_after_compaction_and_chains(
     tmp_path: pathlib.Path, source: Source
 ) -> None:
