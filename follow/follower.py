@@ -46,6 +46,7 @@ from follow.records import EntryRecord, ErrorRecord, Header, MalformedRecord, Tr
 from follow.source import WalSource
 from follow.window import Backoff, Window
 from wal.entry import Entry
+from wal.errors import WalError
 from wal.log import DEFAULT_SEGMENT_SIZE, SegmentedLog
 from wal.snapshot import SnapshotStore
 
@@ -97,7 +98,11 @@ class Follower:
         self.snapshots = SnapshotStore(self.data_dir / "snapshots")
         self.applied = 0
         self._caught_up = False
-        self._recover()
+        try:
+            self._recover()
+        except BaseException:
+            self.shared.close()
+            raise
         self.checker = GapChecker(self.applied + 1, self._term_at(self.applied))
 
     # ------------------------------------------------------------------ reading the state
@@ -135,6 +140,13 @@ class Follower:
                 if not holds:  # a crash between installing a snapshot and resetting the log
                     shared.reset(latest.index, latest.term)
             base = latest.index
+        elif base > 0:
+            # The log was reset after a snapshot that is gone: replaying it would apply its
+            # entries to a state machine that lacks everything before them.
+            raise WalError(
+                f"{self.data_dir}: the log starts after {base} but no snapshot covers it; "
+                "remove the follower's data directory to start over"
+            )
         self.applied = base
         last = shared.last_index
         replayed = 0

@@ -26,6 +26,7 @@ from tests.follow.follow_helpers import (
     write_snapshot,
 )
 from wal.compare import diff_logs
+from wal.errors import WalError
 from wal.log import SegmentedLog
 
 
@@ -255,3 +256,9 @@ def test_follower_restores_from_snapshot_after_compaction_and_chains(
     again = make_follower(source.uri, tmp_path / "f2")
     assert again.applied == 400 and again.machine.applied == full.applied
     again.close()
+    # Without the snapshot its log starts after, it refuses to start rather than apply a
+    # suffix to an empty state.
+    for path in (tmp_path / "f2" / "snapshots").glob("*.snap"):
+        path.unlink()
+    with pytest.raises(WalError, match="no snapshot covers it"):
+        make_follower(source.uri, tmp_path / "f2")
