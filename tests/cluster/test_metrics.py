@@ -4,6 +4,7 @@ cluster works (scraped over HTTP from real node processes)."""
 from __future__ import annotations
 
 import sys
+import time
 import urllib.request
 
 import msgpack
@@ -84,7 +85,19 @@ def test_metrics_endpoints_follow_the_cluster(tmp_path) -> None:
         assert sum(value(s, "coterie_elections_total") for s in before.values()) >= 1
         futures = cluster.client.submit_many([msgpack.packb(["add", 1])] * 300, timeout=20)
         assert all(f.result(30).ok for f in futures)
-        after = {node: scrape(cluster.metrics_addresses[node]) for node in cluster.ids}
+        # Followers learn the commit index a heartbeat after the leader answered the client,
+        # and apply after that: scrape until every node has applied something new.
+        deadline = time.monotonic() + 10
+        while True:
+            after = {node: scrape(cluster.metrics_addresses[node]) for node in cluster.ids}
+            caught_up = all(
+                value(after[node], "coterie_apply_seconds_count")
+                > value(before[node], "coterie_apply_seconds_count")
+                for node in cluster.ids
+            )
+            if caught_up or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         for node in cluster.ids:
             was, now = before[node], after[node]
             assert value(now, "coterie_term") >= 1
