@@ -13,6 +13,7 @@
     timeout_s = 5.0                   # optional: a request that stalls this long times out
     initial_window = 64               # optional: entries asked for at first
     max_window = 16384                # optional: the window never grows past this
+    snapshot_every_entries = 0        # optional: snapshot + compact every N entries (0: never)
 
 ``coterie node --config FILE --id f1`` runs follower ``f1``; ``--follow URI`` overrides its
 ``source`` (a follower named only on the command line needs ``--follow``). The table is
@@ -30,7 +31,15 @@ from typing import Any
 from follow.client import parse_uri
 
 _FOLLOW = {"serve", "followers"}
-_FOLLOWER = {"id", "data_dir", "source", "timeout_s", "initial_window", "max_window"}
+_FOLLOWER = {
+    "id",
+    "data_dir",
+    "source",
+    "timeout_s",
+    "initial_window",
+    "max_window",
+    "snapshot_every_entries",
+}
 
 
 class FollowConfigError(ValueError):
@@ -45,6 +54,7 @@ class FollowerEntry:
     timeout_s: float = 5.0
     initial_window: int = 64
     max_window: int = 16384
+    snapshot_every_entries: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,11 +142,14 @@ def _follower(item: Any, where: str, path: pathlib.Path, fail: Any) -> FollowerE
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise fail(f"{where}.{key}", f"must be a positive integer, got {value!r}")
         windows[key] = value
+    every = item.get("snapshot_every_entries", 0)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise fail(f"{where}.snapshot_every_entries", f"must be 0 or more, got {every!r}")
     if windows["initial_window"] > windows["max_window"]:
         raise fail(f"{where}.initial_window", "is above max_window")
     return FollowerEntry(
         follower_id, data_dir, source, float(timeout), windows["initial_window"],
-        windows["max_window"],
+        windows["max_window"], every,
     )  # fmt: skip
 
 

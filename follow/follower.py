@@ -16,8 +16,11 @@ configuration; all it does is ask its source URI for the range after its last en
    its store, restore the state machine from it, reset its WAL to start after it, and go on.
 
 On start it restores its latest snapshot, if any, and replays its WAL into the state machine:
-it resumes from the last entry it had, never from scratch. Reads (:meth:`Follower.query`)
-run under the same lock as applying and answer with the applied sequence number.
+it resumes from the last entry it had, never from scratch. With ``snapshot_every`` it takes
+its own snapshots (in the Raft shell's format) and compacts its WAL behind them, so restarts
+and disk stay bounded, and followers chained behind it restore from them. Reads
+(:meth:`Follower.query`) run under the same lock as applying and answer with the applied
+sequence number.
 
 The WAL is shared with the follower's own ``/log`` server through
 ``consensus.shell.node_storage.SharedLog``; everything it holds is committed, so all of it may
@@ -36,16 +39,17 @@ from typing import Any
 
 import structlog
 
+from consensus.configuration import Membership
 from consensus.shell.node_storage import SharedLog
 from consensus.shell.state_machine import StateMachine
-from consensus.snapshots import decode_header
+from consensus.snapshots import decode_header, encode_header
 from follow.apply import apply_entry
 from follow.checker import GapChecker, Problem
 from follow.client import Compacted, SourceClient, SourceError, SourceTimeout
 from follow.records import EntryRecord, ErrorRecord, Header, MalformedRecord, Trailer
 from follow.source import WalSource
 from follow.window import Backoff, Window
-from wal.entry import Entry
+from wal.entry import Entry, EntryKind
 from wal.errors import WalError
 from wal.log import DEFAULT_SEGMENT_SIZE, SegmentedLog
 from wal.snapshot import SnapshotStore
@@ -55,6 +59,8 @@ log = structlog.get_logger(__name__)
 APPEND_BATCH = 4096
 CAUGHT_UP_WAIT_MS = 500
 PROGRESS_SECONDS = 5.0
+SNAPSHOT_TRAILING = 128  # entries kept behind a follower's own snapshot
+CONFIGURATION = int(EntryKind.CONFIGURATION)
 
 
 class Follower:
@@ -71,6 +77,8 @@ class Follower:
         backoff: Backoff | None = None,
         wait_ms: int = CAUGHT_UP_WAIT_MS,
         name: str = "follower",
+        snapshot_every: int = 0,
+        snapshot_trailing: int = SNAPSHOT_TRAILING,
     ) -> None:
         self.uri = uri
         self.name = name
@@ -97,6 +105,12 @@ class Follower:
         self.shared = SharedLog(lambda: SegmentedLog.open(log_dir, segment_size=segment_bytes))
         self.snapshots = SnapshotStore(self.data_dir / "snapshots")
         self.applied = 0
+        self.snapshot_every = snapshot_every
+        self.snapshot_trailing = snapshot_trailing
+        self._snapshot_index = 0
+        # The latest configuration seen (a CONFIGURATION entry's payload, or a restored
+        # snapshot's): a snapshot of ours must carry it, as the Raft shell's do.
+        self._membership: bytes | None = None
         self._caught_up = False
         try:
             self._recover()
@@ -139,7 +153,7 @@ class Follower:
                 )
                 if not holds:  # a crash between installing a snapshot and resetting the log
                     shared.reset(latest.index, latest.term)
-            base = latest.index
+            base = self._snapshot_index = latest.index
         elif base > 0:
             # The log was reset after a snapshot that is gone: replaying it would apply its
             # entries to a state machine that lacks everything before them.
@@ -154,10 +168,7 @@ class Follower:
         while position <= last:
             with shared.lock:
                 batch = list(shared.read_range(position, min(last + 1, position + APPEND_BATCH)))
-            with self.machine_lock:
-                for entry in batch:
-                    apply_entry(self.machine, entry)
-                    self.applied = entry.index
+            self._apply(batch)
             replayed += len(batch)
             position += len(batch)
         log.info(
@@ -173,7 +184,42 @@ class Follower:
         with self.machine_lock:
             self.machine.restore(content[offset:])
             self.applied = info.index
+        self._membership = info.membership.encode()
         return int(info.index)
+
+    def _apply(self, entries: list[Entry]) -> None:
+        with self.machine_lock:
+            machine = self.machine
+            for entry in entries:
+                apply_entry(machine, entry)
+                if entry.kind == CONFIGURATION:
+                    self._membership = entry.payload
+            self.applied = entries[-1].index
+
+    def _maybe_snapshot(self) -> None:
+        """Every `snapshot_every` applied entries: snapshot the state machine as the Raft
+        shell does (the core's header, then the machine's bytes) and compact the WAL but its
+        last `snapshot_trailing` entries. Restarts then replay only what follows, and a
+        follower chained behind this one that is further behind restores from it."""
+        if not self.snapshot_every or self._membership is None:
+            return
+        if self.applied - self._snapshot_index < self.snapshot_every:
+            return
+        with self.machine_lock:
+            index, data = self.applied, self.machine.snapshot()
+        shared = self.shared
+        with shared.lock:
+            term = int(shared.term_at(index))
+            entry = shared.get(index)
+        timestamp = entry.timestamp if entry is not None else 0
+        header = encode_header(index, term, timestamp, Membership.decode(self._membership))
+        meta = self.snapshots.write(index, term, [header, bytes(data)])
+        self._snapshot_index = index
+        compact = index - self.snapshot_trailing
+        if compact >= shared.first_index:
+            shared.compact_through(compact)
+        log.info("follow.snapshot_taken", follower=self.name, index=index, size=meta.size,
+                 compacted_through=compact)  # fmt: skip
 
     def _term_at(self, index: int) -> int:
         with self.shared.lock:
@@ -220,6 +266,8 @@ class Follower:
             return delay
         if not finished:
             return self.backoff.next_delay() if not received else 0.0
+        if received:
+            self._maybe_snapshot()
         if self.backoff.failures:
             log.info("follow.source_back", follower=self.name, at=start, received=received)
         self.backoff.reset()
@@ -285,11 +333,7 @@ class Follower:
         entries = [record.to_entry() for record in records]
         records.clear()
         self.shared.append(entries, sync=self.durability == "always")
-        with self.machine_lock:
-            machine = self.machine
-            for entry in entries:
-                apply_entry(machine, entry)
-            self.applied = entries[-1].index
+        self._apply(entries)
         self.counters["entries"] += count
         return count
 
@@ -322,6 +366,7 @@ class Follower:
             index = self._restore_machine(content)
             self.shared.reset(meta.index, meta.term)
         self.checker.reset(index + 1, meta.term)
+        self._snapshot_index = index
         self.counters["snapshots_installed"] += 1
         log.info("follow.snapshot_installed", follower=self.name, index=index, term=meta.term,
                  size=meta.size)  # fmt: skip

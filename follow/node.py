@@ -119,6 +119,7 @@ def run_follower(
         timeout=entry.timeout_s,
         window=Window(initial=entry.initial_window, maximum=entry.max_window),
         name=entry.id,
+        snapshot_every=entry.snapshot_every_entries,
     )
     server = None
     try:

@@ -21,7 +21,13 @@ def test_a_full_table() -> None:
             "serve": {"n1": "127.0.0.1:8101", "f1": "127.0.0.1:8201"},
             "followers": [
                 {"id": "f1", "data_dir": "f1", "source": "http://127.0.0.1:8101"},
-                {"id": "f2", "data_dir": "/abs/f2", "max_window": 128, "timeout_s": 1},
+                {
+                    "id": "f2",
+                    "data_dir": "/abs/f2",
+                    "max_window": 128,
+                    "timeout_s": 1,
+                    "snapshot_every_entries": 5000,
+                },
             ],
         },
         PATH,
@@ -32,6 +38,7 @@ def test_a_full_table() -> None:
     f1, f2 = config.followers["f1"], config.followers["f2"]
     assert f1.data_dir == pathlib.Path("/etc/f1") and f1.source == "http://127.0.0.1:8101"
     assert f2.source is None and f2.max_window == 128 and f2.timeout_s == 1.0
+    assert f1.snapshot_every_entries == 0 and f2.snapshot_every_entries == 5000
 
 
 @pytest.mark.parametrize(
@@ -51,6 +58,8 @@ def test_a_full_table() -> None:
         ({"followers": [{"id": "f", "data_dir": "x", "max_window": 0}]}, F0 + "max_window: must"),
         ({"followers": [{"id": "f", "data_dir": "x", "initial_window": 9, "max_window": 8}]},
          r"\.followers\[0\]\.initial_window: is above max_window"),
+        ({"followers": [{"id": "f", "data_dir": "x", "snapshot_every_entries": -1}]},
+         F0 + "snapshot_every_entries: must be 0 or more"),
         ({"followers": [{"id": "f1", "data_dir": "x", "colour": 1}]}, F0 + "colour: unknown"),
     ],
 )  # fmt: skip

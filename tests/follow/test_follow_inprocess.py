@@ -12,6 +12,7 @@ import threading
 import msgpack
 import pytest
 
+from consensus.configuration import Membership
 from follow.client import SourceClient
 from follow.records import JSONL, EntryRecord, Header, RecordDecoder, Trailer
 from follow.server import LogServer
@@ -26,8 +27,10 @@ from tests.follow.follow_helpers import (
     write_snapshot,
 )
 from wal.compare import diff_logs
+from wal.entry import Entry, EntryKind
 from wal.errors import WalError
 from wal.log import SegmentedLog
+from wal.snapshot import SnapshotStore
 
 
 @pytest.fixture
@@ -262,3 +265,35 @@ def test_follower_restores_from_snapshot_after_compaction_and_chains(
         path.unlink()
     with pytest.raises(WalError, match="no snapshot covers it"):
         make_follower(source.uri, tmp_path / "f2")
+
+
+def test_follower_snapshots_compacts_and_serves_its_snapshot_to_a_chained_one(
+    tmp_path: pathlib.Path,
+) -> None:
+    source = Source(tmp_path / "source")
+    membership = Membership(("n1", "n2", "n3"))
+    source.append([Entry(1, 1, EntryKind.CONFIGURATION, 10_001, membership.encode())])
+    source.append(build_entries(2, 399))
+    first = make_follower(source.uri, tmp_path / "f1", snapshot_every=100, snapshot_trailing=10)
+    try:
+        while first.applied < 400:
+            first.step()
+        full = replay(source.entries())
+        snapshots = SnapshotStore(tmp_path / "f1" / "snapshots").list()
+        assert snapshots and snapshots[-1].index >= 300
+        with first.shared.lock:
+            assert first.shared.first_index == snapshots[-1].index - 10 + 1
+        server = LogServer("127.0.0.1:0", first.source(), first.query)
+        chained = make_follower(f"http://{server.address}", tmp_path / "f2")
+        while chained.applied < 400:
+            chained.step()
+        assert chained.counters["snapshots_installed"] == 1
+        assert chained.machine.applied == full.applied
+        chained.close()
+        server.close()
+    finally:
+        first.close()
+    again = make_follower(source.uri, tmp_path / "f1")  # restart: snapshot, then the WAL
+    assert again.applied == 400 and again.machine.applied == full.applied
+    again.close()
+    source.close()
