@@ -12,6 +12,7 @@ runs a follower-only node instead: it pulls the log over HTTP and never votes.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import signal
 import threading
 import time
@@ -41,6 +42,12 @@ def register(subparsers: Any) -> None:
         help="run follower ID of [[follow.followers]]: pull the committed log from URI "
         "(http://host:port of a node, a follower or a load balancer); never votes",
     )
+    parser.add_argument(
+        "--data-dir", type=pathlib.Path, help="a follower's data directory (one not in the file)"
+    )
+    parser.add_argument(
+        "--serve", metavar="HOST:PORT", help="a follower's /log and /query endpoint"
+    )
     parser.set_defaults(func=run)
 
 
@@ -49,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load(args.config)
         follow = follow_config(config)
-        if args.follow or args.node_id in follow.followers:
+        if args.follow or args.data_dir or args.serve or args.node_id in follow.followers:
             return run_follower_node(args, config, follow)
         settings = config.settings_for(args.node_id)
         metrics_address = config.node(args.node_id).metrics_address
@@ -97,7 +104,10 @@ def run_follower_node(args: argparse.Namespace, config: ClusterConfig, follow: F
             f"{args.node_id!r} is a Raft node of {config.path}; a follower has its own id"
         )
     try:
-        entry = follower_entry(follow, args.node_id, args.follow)
+        entry = follower_entry(follow, args.node_id, args.follow, args.data_dir)
+        log_address = args.serve or follow.serve.get(args.node_id)
+        if log_address is not None and not _is_host_port(log_address):
+            raise CliError(f"--serve {log_address!r} is not host:port")
         machine = config.load_state_machine_class()()
     except (ConfigError, ValueError) as exc:
         raise CliError(str(exc)) from exc
@@ -109,7 +119,7 @@ def run_follower_node(args: argparse.Namespace, config: ClusterConfig, follow: F
             entry,
             machine,
             stop,
-            log_address=follow.serve.get(args.node_id),
+            log_address=log_address,
             durability=config.wal.get("durability", "always"),
             segment_bytes=int(config.wal.get("segment_mb", 64)) << 20,
         )
@@ -137,3 +147,8 @@ def hand_over_leadership(node: ActorRef, within: float) -> None:
         log.warning("leadership transfer did not complete before shutdown")
     except Exception as exc:
         log.warning("leadership transfer before shutdown failed", error=repr(exc))
+
+
+def _is_host_port(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536

@@ -11,6 +11,7 @@ the node's published state (``NodeMetrics.state``: term and commit index), see
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -85,13 +86,22 @@ def follow_config(config: Any) -> FollowConfig:
     return load_follow(config.path, {n.id for n in config.nodes}, taken)
 
 
-def follower_entry(follow: FollowConfig, node_id: str, uri: str | None) -> FollowerEntry:
-    """Follower `node_id` of the file, its source replaced by `uri` when given."""
+def follower_entry(
+    follow: FollowConfig, node_id: str, uri: str | None, data_dir: pathlib.Path | None = None
+) -> FollowerEntry:
+    """Follower `node_id`: its ``[[follow.followers]]`` entry with `uri` and `data_dir`
+    overriding the file's when given; a follower not in the file needs both (so dozens of
+    read replicas need not be listed in the file every voter reads)."""
     entry = follow.followers.get(node_id)
     if entry is None:
-        raise FollowConfigError(
-            f"no follower {node_id!r} in [[follow.followers]] (add one with id and data_dir)"
-        )
+        if data_dir is None:
+            raise FollowConfigError(
+                f"no follower {node_id!r} in [[follow.followers]]: add one (id, data_dir) "
+                "or give --data-dir"
+            )
+        entry = FollowerEntry(node_id, data_dir, None)
+    elif data_dir is not None:
+        entry = dataclasses.replace(entry, data_dir=data_dir)
     source = uri or entry.source
     if source is None:
         raise FollowConfigError(f"follower {node_id!r}: no source in the file and no --follow URI")

@@ -43,11 +43,20 @@ class FollowCluster(LocalCluster):
     def uri(self, node: str) -> str:
         return f"http://{self.log_addresses[node]}"
 
-    def start_follower(self, follower: str, uri: str) -> None:
+    def start_follower(self, follower: str, uri: str, *, in_file: bool = True) -> None:
+        """Start a follower; one not `in_file` gets its data directory and endpoint from the
+        command line (``--data-dir``, ``--serve``), as read replicas added ad hoc would."""
+        extra: list[str] = []
+        if not in_file:
+            if follower not in self.log_addresses:
+                self.follower_ids.append(follower)
+                self.log_addresses[follower] = f"127.0.0.1:{free_ports(1)[0]}"
+            extra = ["--data-dir", str(self.directory / follower),
+                     "--serve", self.log_addresses[follower]]  # fmt: skip
         log = (self.directory / f"{follower}.log").open("ab")
         self.procs[follower] = subprocess.Popen(
             [sys.executable, "-m", "coterie.cli", "node", "--config", str(self.config),
-             "--id", follower, "--follow", uri, "--json-logs"],
+             "--id", follower, "--follow", uri, "--json-logs", *extra],
             stdout=log, stderr=subprocess.STDOUT, cwd=str(ROOT),
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
         )  # fmt: skip

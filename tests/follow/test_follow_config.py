@@ -87,6 +87,10 @@ def write_cluster(tmp_path: pathlib.Path, follow: str) -> pathlib.Path:
         ('[[follow.followers]]\nid = "f1"\ndata_dir = "f1"\n', ["--id", "f1", "--follow", "x"],
          "follow URI 'x'"),
         ('[follow.serve]\nn1 = "nowhere"\n', ["--id", "n1"], "follow.serve.n1: 'nowhere'"),
+        ("", ["--id", "r1", "--follow", "http://h:1"], "or give --data-dir"),
+        ("", ["--id", "r1", "--follow", "http://h:1", "--data-dir", "r1", "--serve", "x"],
+         "--serve 'x' is not host:port"),
+        ("", ["--id", "r1", "--data-dir", "r1"], "no --follow URI"),
     ],
 )  # fmt: skip
 def test_coterie_node_refuses_follower_mistakes(
