@@ -316,3 +316,20 @@ def test_a_seed_that_is_not_a_node_supervisor_is_refused_with_the_path() -> None
         MembershipConfig(seeds=("coterie://a@127.0.0.1:7100/user/node/membership",))
     config = MembershipConfig(seeds=("coterie://a@127.0.0.1:7100",))
     assert config.seeds == ("coterie://a@127.0.0.1:7100/user/node",)
+
+
+@pytest.mark.parametrize("threshold", [0.1, math.log10(2.0), 0.31, 1.0, 8.0])
+def test_availability_is_exactly_phi_below_the_threshold(threshold: float) -> None:
+    """The shortcut for silences shorter than the mean never changes an answer, including
+    for thresholds at or below phi's value at the mean (log10 2)."""
+    rng = random.Random(5)
+    config = DetectorConfig(threshold=threshold, acceptable_pause=0.3, min_std_deviation=0.05)
+    detector = PhiAccrualDetector(config)
+    t = 0.0
+    detector.heartbeat(t)
+    for _ in range(500):
+        t += rng.uniform(0.2, 0.8)
+        detector.heartbeat(t)
+        for silence in (0.0, 0.3, 0.5, 0.8, 1.0, 1.5, 3.0, rng.uniform(0.0, 4.0)):
+            now = t + silence
+            assert detector.is_available(now) == (detector.phi(now) < threshold), (t, silence)
