@@ -2,7 +2,9 @@
 
 Used at small scale by the tests (tests/membership/rapid) and at full scale by
 ``make sim-membership`` (``python -m membership.rapid.scenarios``), which writes
-``bench/results/membership_scale.json`` and a plot of the cluster size over time.
+``bench/results/membership_scale.json`` and a plot of the cluster size over time. On a machine
+with cores to spare, run one scenario per process (``python -m membership.rapid.scenarios
+crash_10000 --out crash.json --plot ""``) and combine them with ``--merge crash.json ...``.
 
 Every scenario checks the property it is about and records the check in its result
 (``ok``), so a figure is never reported for a run that did not do what it claims:
