@@ -72,6 +72,9 @@ class RapidConfig:
     join_timeout: float = 4.0  # wait this long for a join answer before asking again
     join_phase2_attempts: int = 3  # resend the join to the observers this often, then restart
     join_backoff_max: float = 8.0
+    # A seed asked during a view change holds up to this many joiners and lets them in when
+    # it ends (beyond that it turns them away to retry later).
+    join_hold_max: int = 4096
     # A member that learns it was removed joins again under a new incarnation.
     rejoin_when_removed: bool = False
 
@@ -105,8 +108,9 @@ class RapidConfig:
         for name in ("gossip_fanout", "gossip_rounds", "history", "join_phase2_attempts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.ahead_buffer < 0:
-            raise ValueError(f"ahead_buffer must be >= 0, got {self.ahead_buffer}")
+        for name in ("ahead_buffer", "join_hold_max"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.batch_max_delay < self.batch_window:
             raise ValueError("batch_max_delay must not be shorter than batch_window")
 

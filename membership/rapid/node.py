@@ -144,6 +144,8 @@ class RapidNode:
         self._batch_first = 0.0
         self._batch_last = 0.0
         self._gatekeeping: dict[Member, str] = {}  # joiners we reported -> where to answer
+        # Joiners that asked this seed during a view change, answered when it ends.
+        self._held: dict[str, int] = {}
         self._ahead: list[Any] = []
         self._out: list[Effect] = []
         # deadline() is asked after every input; it is recomputed only after inputs that can
@@ -206,6 +208,7 @@ class RapidNode:
                 self._out.append(Send(observer, message))
             self._log("leaving the cluster", epoch=config.epoch)
         self.state = State.LEFT
+        self._held.clear()
         self.monitor.clear()
         self.gossiper.reset()
         self.join = None
@@ -436,6 +439,7 @@ class RapidNode:
             via=via,
         )
         self._answer_joiners(config)
+        held, self._held = self._held, {}
         if config.has(self.member):
             self.state = State.MEMBER
             self.join = None
@@ -444,6 +448,9 @@ class RapidNode:
                 for node, mask in config.subject_masks(self.node).items()
             }
             self.monitor.watch(subjects, now)  # type: ignore[arg-type]
+            # The view change is over: the door is open, the held joiners come in together.
+            for node, incarnation in held.items():
+                self._on_pre_join(PreJoin(node, incarnation), now)
         else:
             self._removed(config, now)
         if self._ahead:
@@ -594,6 +601,13 @@ class RapidNode:
         if current is not None and current > m.incarnation:
             return  # a process older than the member at that address
         if self._view_change_in_progress():
+            # Hold it rather than turn it away: told to retry, joiners hit the short gaps
+            # between view changes only by chance and trickle in one small view change at a
+            # time; held, all of them enter with the next one. (A joiner that gives up
+            # waiting asks again, which only refreshes its place.)
+            if node in self._held or len(self._held) < self.cfg.join_hold_max:
+                self._held[node] = m.incarnation
+                return
             self._out.append(Send(node, JoinRetry(self.node, config.epoch, "view change")))
             return
         gateway = JoinGateway(

@@ -124,15 +124,35 @@ def test_a_vote_bitset_larger_than_the_view_is_refused() -> None:
     assert nodes[0].counters["dropped_bad_messages"] == 1
 
 
-def test_a_seed_turns_joiners_away_while_a_view_change_is_decided() -> None:
+def test_a_seed_holds_joiners_while_a_view_change_is_decided_and_admits_them_after() -> None:
     config, nodes = cluster(4)
     seed = nodes[0]
     out = sends(seed.step(PreJoin(node(20), 1), 1.0))
     assert type(out[0].message).__name__ == "JoinGateway"
     full = (1 << CFG.k) - 1
     seed.step(Gossip(node(1), 0, config.id, ((node(3), 1, full),), ()), 1.1)
-    out = sends(seed.step(PreJoin(node(21), 1), 1.2))
-    assert type(out[0].message).__name__ == "JoinRetry"
+    assert sends(seed.step(PreJoin(node(21), 1), 1.2)) == []  # held, not turned away
+    assert sends(seed.step(PreJoin(node(21), 1), 1.3)) == []  # asking again changes nothing
+    # The cut {node 3} is decided: node 21 gets its gateway into the new view at once.
+    cut = make_proposal(((node(3), 1),))
+    nxt = seed.cache.successor(config, cut.changes, cut.pid)
+    effects = seed.step(ViewChain(node(1), 0, config.id, (cut,), (nxt.id,)), 1.4)
+    gateways = [s for s in sends(effects) if type(s.message).__name__ == "JoinGateway"]
+    assert [(g.to, g.message.epoch, g.message.config_id) for g in gateways] == [
+        (node(21), 1, nxt.id)
+    ]
+
+
+def test_a_seed_holding_as_many_joiners_as_it_may_turns_the_next_away() -> None:
+    config, _ = cluster(4)
+    cfg = CFG.replace(join_hold_max=1)
+    seed = RapidNode(node(0), 1, cfg, random.Random(0))
+    seed.start_in(seed.cache.build(0, config.members, cfg.k), 0.0)
+    full = (1 << CFG.k) - 1
+    seed.step(Gossip(node(1), 0, config.id, ((node(3), 1, full),), ()), 1.1)
+    assert sends(seed.step(PreJoin(node(21), 1), 1.2)) == []
+    out = sends(seed.step(PreJoin(node(22), 1), 1.3))
+    assert [type(s.message).__name__ for s in out] == ["JoinRetry"]
 
 
 def test_layering_protocol_modules_import_no_io_clock_or_chance() -> None:

@@ -139,3 +139,19 @@ def test_a_seed_replays_exactly_and_another_seed_differs() -> None:
     first = run(11, "1")
     assert run(11, "2") == first
     assert run(12, "1") != first
+
+
+def test_joiners_turned_up_during_a_view_change_enter_with_the_next_one() -> None:
+    """A seed holds the joiners that ask while a view change is in progress and lets them in
+    as soon as it ends, so a burst of joiners takes two view changes (those that arrived
+    before the first cut, then everyone who waited) instead of a tail of small ones (Rapid's
+    turn-away-and-retry left joiners to hit the short gaps between view changes by chance)."""
+    sim = RapidSim(RapidConfig(), seed=1)
+    first = sim.bootstrap()
+    for _ in range(299):
+        sim.add_joiner([first.name], at=sim.rng.uniform(0.0, 2.0))
+    sim.run_while_not(sim.agreed, limit=60.0)
+    sizes = [size for _, size in sorted({(v[1], v[3]) for v in first.views})]
+    assert sizes[0] == 1 and sizes[-1] == 300
+    assert len(sizes) <= 3, sizes
+    assert sim.sent.get("JoinRetry", 0) == 0
