@@ -12,10 +12,13 @@ Theory of operation
    enters in the same view change. When the view change is decided, the gatekeepers send the
    joiner the new configuration (a ``ViewSnapshot``); the first one makes it a member.
 
-A seed admits joiners only while no view change is in progress (as in Rapid: it answers
-``JoinRetry`` instead of a gateway, and the joiner asks again a second or two later), so a
-steady stream of joiners comes in as batches, one per view change, instead of keeping the cut
-detector forever unclear. If the configuration changed before the joiner got in, a
+A seed admits joiners only while no view change is in progress, so a steady stream of
+joiners comes in as batches, one per view change, instead of keeping the cut detector forever
+unclear. Rapid answers a joiner that asks during a view change with "retry later"; joiners
+then hit the short gaps between view changes only by chance and a burst ends in a tail of
+small view changes. Here the seed *holds* such joiners (up to ``join_hold_max``, then
+``JoinRetry``) and sends all of them their gateway as the view change ends, so they enter
+together with the next one. If the configuration changed before the joiner got in, a
 gatekeeper answers ``JoinRetry`` and the joiner starts over at phase 1. Lost messages are
 covered by timeouts: no gateway within
 ``join_timeout`` asks the next seed; no view within ``join_timeout`` resends the requests (a
