@@ -60,9 +60,13 @@ def _messages(counts: dict[str, int], members: int, seconds: float | None = None
 
 
 def _timeline(sim: RapidSim, since: float = 0.0, points: int = 400) -> list[list[float]]:
+    sim.record_sample()  # where the run ended, which may fall between two samples
     rows = [r for r in sim.timeline if r[0] >= since]
     step = max(1, len(rows) // points)
-    return [list(r) for r in rows[::step]]
+    thinned = rows[::step]
+    if rows and thinned[-1] is not rows[-1]:
+        thinned.append(rows[-1])
+    return [list(r) for r in thinned]
 
 
 def _views(sim: RapidSim, since_epoch: int = 0) -> list[dict[str, Any]]:

@@ -355,13 +355,17 @@ class RapidSim:
         self.call_at(self.now, self._sample)
 
     def _sample(self) -> None:
-        """(t, live members, smallest view size, largest view size, members on the most
-        common view), every sample interval."""
+        self.record_sample()
+        self.call_at(self.now + self._sample_interval, self._sample)
+
+    def record_sample(self) -> None:
+        """Append (t, live members, smallest view size, largest view size, members on the
+        most common view) to the timeline: done every sample interval, and by a scenario at
+        the moment it ends (between two samples) so the plot shows where it ended."""
         counts = self.view_counts
         if counts:
             sizes = [size for _, _, size in counts]
             top = max(counts.values())
-            self.timeline.append(
-                (round(self.now, 3), sum(counts.values()), min(sizes), max(sizes), top)
-            )
-        self.call_at(self.now + self._sample_interval, self._sample)
+            row = (round(self.now, 3), sum(counts.values()), min(sizes), max(sizes), top)
+            if not self.timeline or self.timeline[-1] != row:
+                self.timeline.append(row)
