@@ -608,6 +608,9 @@ class SegmentedLog:
         segment.sealed = True
         self._readers[segment.first_index] = segment
         self._trim_readers()
+        # Into the LRU like any segment read later: otherwise every segment sealed while
+        # appending keeps its offsets for the life of the log (8 bytes per entry, unbounded).
+        self._note_index_use(segment)
 
     def _reopen_for_append(self, segment: Segment) -> None:
         segment.offsets()  # the open segment keeps its index in memory

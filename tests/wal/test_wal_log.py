@@ -256,3 +256,21 @@ def test_preallocation_is_cut_when_a_segment_seals(logdir: pathlib.Path) -> None
         for info in infos[:-1]:
             assert info.path.stat().st_size == info.size < 4096
         assert infos[-1].path.stat().st_size == 4096 > infos[-1].size
+
+
+def test_appending_past_many_segments_keeps_a_bounded_number_of_indexes_in_memory(
+    tmp_path: pathlib.Path,
+) -> None:
+    # Regression: a segment sealed while appending kept its offset array for the life of the
+    # log (only segments *read* later went through the LRU), so a follower appending a long log
+    # grew by 8 bytes per entry. Every sealed segment must be evictable.
+    from wal.log import MAX_LOADED_INDEXES  # noqa: PLC0415
+
+    with SegmentedLog.open(tmp_path / "log", segment_size=1024) as log:
+        for start in range(1, 2001, 50):
+            log.append(make_entries(start, 50))
+        segments = log._segments  # noqa: SLF001
+        assert len(segments) > 4 * MAX_LOADED_INDEXES
+        loaded = [s for s in segments if s.sealed and s.index_loaded]
+        assert len(loaded) <= MAX_LOADED_INDEXES
+        assert as_tuples(log.read_range(1, 2001)) == as_tuples(make_entries(1, 2000))
