@@ -264,12 +264,12 @@ def test_appending_past_many_segments_keeps_a_bounded_number_of_indexes_in_memor
     # Regression: a segment sealed while appending kept its offset array for the life of the
     # log (only segments *read* later went through the LRU), so a follower appending a long log
     # grew by 8 bytes per entry. Every sealed segment must be evictable.
-    from wal.log import MAX_LOADED_INDEXES  # noqa: PLC0415
+    from wal.log import MAX_LOADED_INDEXES
 
     with SegmentedLog.open(tmp_path / "log", segment_size=1024) as log:
         for start in range(1, 2001, 50):
             log.append(make_entries(start, 50))
-        segments = log._segments  # noqa: SLF001
+        segments = log._segments
         assert len(segments) > 4 * MAX_LOADED_INDEXES
         loaded = [s for s in segments if s.sealed and s.index_loaded]
         assert len(loaded) <= MAX_LOADED_INDEXES
