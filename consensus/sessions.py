@@ -66,6 +66,7 @@ STALE_SEQUENCE = "stale_sequence"
 MALFORMED = "malformed_session_command"
 
 _SNAPSHOT_MAGIC = b"CTSESS01"
+_SNAPSHOT_PREFIX = _SNAPSHOT_MAGIC[:6]  # a snapshot starting with it must carry a session table
 _SNAPSHOT_HEAD = struct.Struct("<8sQ")
 
 
@@ -265,7 +266,10 @@ class SessionStateMachine:
 
     def _advance(self, meta: Any) -> None:
         timestamp = meta.timestamp
-        self.clock = max(self.clock, timestamp)
+        # With no session open the clock is just the entry's time: then it is the same on a
+        # replica restored from a snapshot without a session table (see :meth:`snapshot`) as
+        # on one that applied the whole log, even if the leaders' clocks went backwards.
+        self.clock = max(self.clock, timestamp) if self.sessions else timestamp
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] < self.clock:
             deadline, session_id = heapq.heappop(deadlines)
@@ -291,7 +295,11 @@ class SessionStateMachine:
         return self.machine.query(payload)
 
     def snapshot(self) -> bytes:
-        """The session table, then the user's snapshot."""
+        """The session table, then the user's snapshot; just the user's snapshot while no
+        session was ever opened, so a cluster that never uses sessions keeps the plain
+        format (readable by anything that restores the user's machine directly)."""
+        if not self.sessions and self.expired == 0:
+            return self.machine.snapshot()
         table = msgpack.packb(
             {
                 "clock": self.clock,
@@ -306,6 +314,14 @@ class SessionStateMachine:
         return _SNAPSHOT_HEAD.pack(_SNAPSHOT_MAGIC, len(table)) + table + self.machine.snapshot()
 
     def restore(self, data: bytes) -> None:
+        """Restore a snapshot of :meth:`snapshot`; one that does not start with the session
+        table's magic is the user's snapshot alone (no session open, or written before
+        sessions existed)."""
+        if bytes(data[: len(_SNAPSHOT_PREFIX)]) != _SNAPSHOT_PREFIX:
+            self.machine.restore(data)
+            self.sessions, self.expired = {}, 0
+            self._rebuild_deadlines()
+            return
         if len(data) < _SNAPSHOT_HEAD.size:
             raise ValueError(f"session snapshot: {len(data)} bytes, shorter than its header")
         magic, length = _SNAPSHOT_HEAD.unpack_from(data)

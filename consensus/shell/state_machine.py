@@ -18,6 +18,12 @@ command never stalls elections or replication, and reports ``Applied`` to the no
 A command that raises is a deterministic outcome (every replica runs the same code on the same
 input), so it becomes the command's result, :class:`CommandFailed`, instead of crashing the node.
 
+Client sessions (``consensus.sessions``, placed by ``consensus.shell.sessions_shell``): the
+actor applies every command through the session layer, which passes plain commands to the
+user's machine as they are and applies a session's command once however often it is retried
+(answering a retry from the session's cached result); the session table is part of the
+snapshot below.
+
 Snapshots (``consensus.shell.snapshot_shell``): on ``TakeSnapshot`` the actor calls the
 machine's ``snapshot()`` at its applied index and hands the bytes back (``SnapshotState``,
 after the ``Applied`` that covers that index); on ``RestoreSnapshot``, and at start-up from
@@ -38,6 +44,7 @@ from consensus.shell.batching import MalformedBatch, decode_commands
 from consensus.shell.book import answer
 from consensus.shell.metrics import NodeMetrics
 from consensus.shell.protocol import Applied, Apply, QueryResponse
+from consensus.shell.sessions_shell import with_sessions
 from consensus.shell.snapshot_files import SnapshotFiles
 from consensus.shell.snapshot_io import RestoreSnapshot, SnapshotState, TakeSnapshot
 from consensus.snapshots import SnapshotInfo
@@ -99,7 +106,9 @@ class StateMachineActor(Actor):
         snapshots: SnapshotFiles | None = None,
         restore_from: SnapshotInfo | None = None,
     ) -> None:
-        self.machine = machine
+        # Every command goes through the session layer (plain ones pass straight on), and so
+        # do snapshots: the session table is saved and restored with the user's state.
+        self.machine = with_sessions(machine)
         self.report_to = report_to
         self.applied_index = applied_index
         self.metrics = metrics

@@ -134,9 +134,15 @@ def test_sessions_expire_by_the_entries_time_in_deadline_order() -> None:
 def test_time_never_goes_backwards_even_if_an_entry_says_so() -> None:
     run = Driver()
     session = run(encode_register(100), 0)["session"]
-    run(encode_plain(b"x"), 500)  # expires it
+    keeper = run(encode_register(10_000), 0)["session"]
+    run(encode_plain(b"x"), 500)  # expires the first
     run(encode_plain(b"x"), 50)
     assert session not in run.machine.sessions and run.machine.clock == 500
+    assert keeper in run.machine.sessions
+    # With no session open there is nothing to time: the clock is the entry's own time.
+    run(encode_unregister(keeper), 60)
+    run(encode_plain(b"x"), 40)
+    assert run.machine.clock == 40
 
 
 def test_unregister_closes_a_session() -> None:
@@ -234,6 +240,29 @@ def test_malformed_session_commands_are_answered_not_raised(command: bytes) -> N
 def test_restore_names_what_is_wrong() -> None:
     machine = SessionStateMachine(Counter())
     with pytest.raises(ValueError, match="shorter than its header"):
-        machine.restore(b"abc")
+        machine.restore(b"CTSESS0")
     with pytest.raises(ValueError, match="bad header"):
-        machine.restore(b"X" * 32)
+        machine.restore(b"CTSESS02" + b"X" * 32)
+    with pytest.raises(ValueError, match="bad header"):
+        machine.restore(b"CTSESS01" + b"\xff" * 8)  # a table longer than the snapshot
+    with pytest.raises(ValueError, match="does not decode"):
+        machine.restore(b"CTSESS01" + bytes([3, 0, 0, 0, 0, 0, 0, 0]) + b"\xc1\xc1\xc1")
+
+
+def test_without_sessions_the_snapshot_is_the_users_alone_and_restores_from_it() -> None:
+    """A cluster that never opened a session keeps the user's plain snapshot format (and a
+    snapshot written before sessions existed restores); once a session is open the table is
+    written, and a replica restored from the plain format agrees with one that replayed."""
+    run = Driver()
+    run(b"a", 100)
+    run(b"b", 90)  # the leaders' clocks went backwards: the clock does not matter yet
+    assert run.machine.snapshot() == b"a\nb"
+    copy = Driver()
+    copy.machine.restore(b"a\nb")
+    copy.index = run.index
+    assert copy.user.applied == [b"a", b"b"] and copy.machine.sessions == {}
+    for driver in (run, copy):
+        session = driver(encode_register(1000), 95)["session"]
+        assert driver(encode_command(session, 1, 1, b"c"), 96) == 3
+    assert run.machine.snapshot() == copy.machine.snapshot()
+    assert run.machine.snapshot().startswith(b"CTSESS01")
