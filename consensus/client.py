@@ -28,13 +28,37 @@ Per command the client does little: a :class:`CommandFuture` (a small future tha
 lock only if someone blocks on it) and, once applied, a :class:`Committed` result. Everything
 else (the ask, its timeout, the answer, the retry decision) is paid once per batch.
 
-Without client sessions a command retried after a timeout may be applied twice (the first try
-may have committed); exactly-once retries come with sessions.
+Client sessions (exactly once)
+------------------------------
+By default (``sessions=True``) the client opens a session (:mod:`consensus.sessions`) before
+its first command: a register entry, retried with backoff and jitter for as long as commands
+wait for it, never failing the client for good. Each command is numbered (session id,
+sequence number 1, 2, 3, ...) when it is first sent and keeps that number on every retry, to
+any node: the state machine layer applies it once and answers a retry from the session's cached
+result, also after a leader change, a restart or a snapshot. Each envelope also acknowledges
+every answer the client already has (``ack``), so the nodes drop those cached results. The
+session survives failovers (it is replicated state, not a connection); while idle the client
+renews it with a keep-alive entry every third of ``session_timeout``. A command whose session
+expired (the leader's replicated time passed its deadline) fails with :class:`SessionExpired`
+rather than being applied under a new session behind the caller's back; commands not yet sent
+go on under a fresh session.
+
+A command refused with ``sequence_gap`` (an earlier command of its session has not reached the
+log yet, e.g. its batch was lost while a later one got through) is resent after the earlier one.
+A sessioned command the client gives up on (its deadline passed with no answer) leaves a hole
+that no later number of its session can pass, so the client then starts a new session for the
+commands that follow; those still in flight under the old one either were applied (answered
+from the cache) or are refused with ``sequence_gap``, which then proves they never will be, and
+fail with a :class:`ClientError`.
+
+With ``sessions=False`` commands go as plain commands (no register, no envelope, no cache): a
+command retried after a lost answer may then be applied twice.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import random
 import threading
@@ -48,6 +72,16 @@ import structlog
 
 from actors import ActorSystem
 from actors.errors import AskError
+from consensus.sessions import (
+    SEQUENCE_GAP,
+    UNKNOWN_SESSION,
+    encode_command,
+    encode_keepalive,
+    encode_plain,
+    encode_register,
+    encode_unregister,
+    session_error,
+)
 from consensus.shell.protocol import (
     ClientBatch,
     ClientBatchResponse,
@@ -59,11 +93,47 @@ from consensus.shell.protocol import (
 
 log = structlog.get_logger("coterie.client")
 
+
+def _suppress_errors() -> contextlib.AbstractContextManager[None]:
+    return contextlib.suppress(ClientError, AskError, OSError, RuntimeError)
+
+
 RETRYABLE = {"not_leader", "superseded", "leader_changed", "no_leader", "leadership_transfer"}
 
 
 class ClientError(Exception):
     """A command or query that failed for good, or ran out of time; says why."""
+
+
+class SessionExpired(ClientError):
+    """The command's session expired (or was closed) before the command was applied: it was
+    not applied and will not be. Commands submitted afterwards run under a new session."""
+
+
+class _Session:
+    """The client's side of one session: its id, the next sequence number to hand out and
+    the numbered commands whose answers are not all in yet (for ``ack``)."""
+
+    __slots__ = ("id", "last_sent", "next_seq", "unanswered")
+
+    def __init__(self, session_id: int, now: float) -> None:
+        self.id = session_id
+        self.next_seq = 1
+        self.unanswered: collections.deque[CommandFuture] = collections.deque()
+        self.last_sent = now
+
+    def number(self, command: CommandFuture) -> None:
+        command.session = self.id
+        command.sseq = self.next_seq
+        self.next_seq += 1
+        self.unanswered.append(command)
+
+    def ack(self) -> int:
+        """Every answer below this sequence number is in (or given up on)."""
+        unanswered = self.unanswered
+        while unanswered and unanswered[0]._finished:
+            unanswered.popleft()
+        return unanswered[0].sseq if unanswered else self.next_seq
 
 
 class Committed:
@@ -112,7 +182,10 @@ class CommandFuture:
         "payload",
         "request_id",
         "seq",
+        "session",
+        "sseq",
         "timeout",
+        "wire",
     )
 
     def __init__(
@@ -125,6 +198,9 @@ class CommandFuture:
         self.deadline = now + timeout
         self.backoff = backoff
         self.last_error = "no attempt made"
+        self.session = 0  # the session it is numbered in (0: not numbered, or no sessions)
+        self.sseq = 0  # its sequence number in that session
+        self.wire: bytes | None = None  # what is sent, fixed at the first send
         self._outcome: Committed | None = None
         self._error: BaseException | None = None
         self._finished = False
@@ -199,11 +275,15 @@ class Client:
         max_batch: int = 1024,
         max_batch_bytes: int = 256 * 1024,
         max_inflight_batches: int = 4,
+        sessions: bool = True,
+        session_timeout: float = 30.0,
     ) -> None:
         if not addresses:
             raise ValueError("a client needs at least one node address")
         if max_batch < 1 or max_batch_bytes < 1 or max_inflight_batches < 1:
             raise ValueError("max_batch, max_batch_bytes and max_inflight_batches must be >= 1")
+        if not 0.01 <= session_timeout <= 7 * 24 * 3600:
+            raise ValueError(f"session_timeout {session_timeout}s outside 0.01 s .. 7 days")
         self.system = system
         self.addresses = list(addresses)
         self.attempt_timeout = attempt_timeout
@@ -226,6 +306,15 @@ class Client:
         self._retrying = 0  # retries waiting for their backoff: newer commands wait too
         self.batches_sent = 0  # for tests and benchmarks: commands / batches = batching factor
         self.batches_retried = 0
+        # sessions (see the module docstring); _session and _registering under _lock
+        self.use_sessions = sessions
+        self.session_timeout = session_timeout
+        self._session: _Session | None = None
+        self._registering = False
+        self._register_backoff = backoff_initial
+        self.sessions_opened = 0  # for tests: sessions this client registered
+        self.keepalives_sent = 0
+        self._lose_answers = 0  # fault injection for tests: see lose_answers()
 
     # ------------------------------------------------------------------ public API
 
@@ -246,6 +335,8 @@ class Client:
             self.backoff_initial,
             time.monotonic(),
         )
+        if not self.use_sessions:
+            command.wire = encode_plain(payload)
         with self._lock:
             self._queue.append(command)
             if self._busy():
@@ -262,6 +353,9 @@ class Client:
             CommandFuture(seq, f"{client_id}-{seq}", p, timeout, backoff, now)
             for p, seq in zip(payloads, self._seq, strict=False)  # payloads first: no seq lost
         ]
+        if not self.use_sessions:
+            for command in commands:
+                command.wire = encode_plain(command.payload)
         with self._lock:
             self._queue.extend(commands)
             if self._busy():
@@ -286,12 +380,35 @@ class Client:
     def leader(self) -> str | None:
         return self._leader
 
+    @property
+    def session_id(self) -> int | None:
+        """The session the client's new commands are numbered in (None before it has one)."""
+        session = self._session
+        return None if session is None else session.id
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close the session (best effort: an unanswered close leaves it to expire) and stop
+        the keep-alives. Commands submitted afterwards would open a new session."""
+        with self._lock:
+            session, self._session = self._session, None
+        if session is None:
+            return
+        with _suppress_errors():
+            self._until_done(lambda: ClientBatch([encode_unregister(session.id)]), timeout)
+
+    def lose_answers(self, count: int) -> None:
+        """Fault injection for tests: drop the next ``count`` successful batch answers as if
+        the network had lost them (the commands were applied; the client retries them)."""
+        with self._lock:
+            self._lose_answers += count
+
     # ------------------------------------------------------------------ the batcher
 
     def _busy(self) -> bool:
         """Under the lock: will someone else send what was just queued?"""
         return (
             self._pumping
+            or self._registering
             or self._completing > 0
             or self._retrying > 0
             or self._inflight >= self._window()
@@ -318,12 +435,24 @@ class Client:
                 if self._inflight >= self._window() or self._retrying or not self._queue:
                     self._pumping = False
                     return
-                batch = self._take(expired)
-                if batch:
-                    self._inflight += 1
+                if self.use_sessions and self._session is None:
+                    # Nothing leaves before the session is open; one thread registers.
+                    self._pumping = False
+                    if self._registering:
+                        return
+                    self._registering = True
                     address = self._target()
+                    batch = None
+                else:
+                    batch = self._take(expired)
+                    if batch:
+                        self._inflight += 1
+                        address = self._target()
             for command in expired:
                 self._give_up(command)
+            if batch is None:
+                self._register(address)
+                return
             if batch:
                 self._send(address, batch)
 
@@ -340,6 +469,12 @@ class Client:
                 continue
             batch.append(command)
             size += len(command.payload)
+        session = self._session
+        if session is not None:
+            for command in batch:
+                if command.sseq == 0:
+                    session.number(command)  # numbered once, in submission order
+            session.last_sent = now
         return batch
 
     def _target(self) -> str:
@@ -351,7 +486,13 @@ class Client:
     def _send(self, address: str, batch: list[CommandFuture]) -> None:
         remaining = max(c.deadline for c in batch) - time.monotonic()
         timeout = max(0.001, min(self.attempt_timeout, remaining))
-        message = ClientBatch([c.payload for c in batch])
+        session = self._session
+        if session is not None:
+            ack = session.ack()
+            for c in batch:
+                if c.wire is None:
+                    c.wire = encode_command(c.session, c.sseq, ack, c.payload)
+        message = ClientBatch([c.wire for c in batch])  # type: ignore[misc]  # all set
         self.batches_sent += 1
         try:
             ref = self.system.ref(f"coterie://_@{address}/user/node")
@@ -405,14 +546,28 @@ class Client:
             self._forget_leader(address)
             self._retry(batch, reason, immediately=False)
             return
+        if answer.ok and self._lose_answers > 0:
+            with self._lock:
+                lost = self._lose_answers > 0
+                self._lose_answers -= lost
+            if lost:
+                reason = f"{address}: answer lost (test fault injection)"
+                self._retry(batch, reason, immediately=False)
+                return
         if answer.ok:
             self._leader = address
             results = answer.results
             if len(results) != len(batch):
                 results = [None] * len(batch)
             index = answer.index
+            gaps: list[CommandFuture] = []
             for command, result in zip(batch, results, strict=True):
+                if command.sseq and type(result) is dict and session_error(result) is not None:
+                    self._session_refused(command, result, address, gaps)
+                    continue
                 command._complete(Committed(command.request_id, index, result), None)
+            if gaps:
+                self._retry(gaps, f"{address}: {SEQUENCE_GAP}", immediately=False)
             return
         reason = f"{address}: {answer.error}"
         if answer.error not in RETRYABLE:
@@ -466,7 +621,41 @@ class Client:
         self._requeue(commands, scheduled=True)
         self._pump()
 
+    def _session_refused(
+        self, command: CommandFuture, result: dict[str, Any], address: str, gaps: list[Any]
+    ) -> None:
+        """A sessioned command answered with a session error instead of a result."""
+        code = session_error(result)
+        current = self._session
+        if code == SEQUENCE_GAP and current is not None and current.id == command.session:
+            gaps.append(command)  # an earlier one is still on its way: resend after it
+            return
+        if code == UNKNOWN_SESSION:
+            command.last_error = f"{address}: session {command.session} expired or was closed"
+            command._complete(None, SessionExpired(command.last_error))
+            self._abandon(command.session)
+            return
+        if code == SEQUENCE_GAP:
+            # Its session was given up after an earlier command's fate was lost: that one is
+            # never sent again, so this one can never be applied.
+            command.last_error = (
+                f"{address}: not applied: an earlier command of session {command.session} "
+                "was given up"
+            )
+        else:
+            command.last_error = f"{address}: {code}: {result}"
+        self._give_up(command, permanent=True)
+
+    def _abandon(self, session_id: int) -> None:
+        """Stop numbering new commands in ``session_id``: the next ones open a new session."""
+        with self._lock:
+            if self._session is not None and self._session.id == session_id:
+                self._session = None
+
     def _give_up(self, command: CommandFuture, *, permanent: bool = False) -> None:
+        if command.sseq:
+            # Its fate may be unknown, and no later number of its session passes it.
+            self._abandon(command.session)
         if permanent:
             error = ClientError(command.last_error)
         else:
@@ -474,6 +663,133 @@ class Client:
                 f"gave up after {command.timeout:.1f}s; last error: {command.last_error}"
             )
         command._complete(None, error)
+
+    # ------------------------------------------------------------------ the session
+
+    def _register(self, address: str) -> None:
+        """One attempt to open a session (``_registering`` is set): on success commands flow;
+        on failure another attempt after a backoff with jitter, for as long as commands wait.
+        (A register retried after a lost answer opens a second session; the first expires.)"""
+        message = ClientBatch([encode_register(max(1, int(self.session_timeout * 1000)))])
+        try:
+            ref = self.system.ref(f"coterie://_@{address}/user/node")
+            future = ref.ask(message, timeout=self.attempt_timeout)
+        except Exception as exc:  # the system shut down: fail what waits
+            self._registered(address, None, exc)
+            return
+        future.add_done_callback(lambda f: self._on_register_answer(address, f))
+
+    def _on_register_answer(self, address: str, future: Future[Any]) -> None:
+        try:
+            answer = future.result()
+        except Exception as exc:
+            self._registered(address, None, exc)
+        else:
+            self._registered(address, answer, None)
+
+    def _registered(
+        self, address: str, answer: ClientBatchResponse | None, error: BaseException | None
+    ) -> None:
+        result = answer.results[0] if answer is not None and answer.ok and answer.results else None
+        if type(result) is dict and type(result.get("session")) is int:
+            now = time.monotonic()
+            session = _Session(result["session"], now)
+            with self._lock:
+                self._session = session
+                self._registering = False
+                self._register_backoff = self.backoff_initial
+                self._leader = address
+            self.sessions_opened += 1
+            log.debug("client session opened", client=self.client_id, session=result["session"])
+            self._schedule_keepalive(session)
+            self._pump()
+            return
+        if answer is None and not isinstance(error, AskError | OSError):
+            # Nothing can be sent any more (the actor system stopped): fail what waits.
+            with self._lock:
+                waiting, self._queue = list(self._queue), collections.deque()
+                self._registering = False
+            for command in waiting:
+                command.last_error = f"cannot open a session: {error}"
+                self._give_up(command, permanent=True)
+            return
+        hint = answer.leader_hint if answer is not None else None
+        reason = answer.error if answer is not None else error
+        if hint and hint != address:
+            self._leader = hint
+            delay = 0.0
+        else:
+            self._forget_leader(address)
+            delay = self.rng.uniform(0, self._register_backoff)
+            self._register_backoff = min(self._register_backoff * 2, self.backoff_max)
+        log.debug("client session register retried", address=address, reason=str(reason))
+        # Commands whose deadline passed while waiting fail now; with none left, stop.
+        now, expired = time.monotonic(), []
+        with self._lock:
+            keep = collections.deque()
+            for command in self._queue:
+                (expired if command.deadline <= now else keep).append(command)
+            self._queue = keep
+            if not keep:
+                self._registering = False
+        for command in expired:
+            command.last_error = f"{address}: cannot open a session yet: {reason}"
+            self._give_up(command)
+        if not keep:
+            self._pump()  # a command queued since the check above must not be stranded
+            return
+        try:
+            self.system.scheduler.schedule_once(delay, self._register_again)
+        except Exception:  # the scheduler stopped with the system
+            self._registered(address, None, RuntimeError("the actor system stopped"))
+
+    def _register_again(self) -> None:
+        with self._lock:
+            address = self._target()
+        self._register(address)
+
+    def _schedule_keepalive(self, session: _Session) -> None:
+        try:
+            self.system.scheduler.schedule_once(
+                self.session_timeout / 3, lambda: self._keepalive(session)
+            )
+        except Exception:
+            return  # the system stopped: nothing to keep alive
+
+    def _keepalive(self, session: _Session) -> None:
+        """Renew an idle session: a keep-alive entry when nothing was sent for a third of the
+        timeout (any command renews it too). Stops once the session is no longer current."""
+        if self._session is not session:
+            return
+        if time.monotonic() - session.last_sent >= self.session_timeout / 3:
+            session.last_sent = time.monotonic()
+            message = ClientBatch([encode_keepalive(session.id, session.ack())])
+            with self._lock:
+                address = self._target()
+            try:
+                ref = self.system.ref(f"coterie://_@{address}/user/node")
+                future = ref.ask(message, timeout=self.attempt_timeout)
+            except Exception:
+                return
+            self.keepalives_sent += 1
+            future.add_done_callback(lambda f: self._on_keepalive(session, address, f))
+        self._schedule_keepalive(session)
+
+    def _on_keepalive(self, session: _Session, address: str, future: Future[Any]) -> None:
+        try:
+            answer = future.result()
+        except Exception:
+            self._forget_leader(address)
+            return  # the next tick tries again (sooner: last_sent was not the answer)
+        if not answer.ok:
+            if answer.leader_hint and answer.leader_hint != address:
+                self._leader = answer.leader_hint
+            else:
+                self._forget_leader(address)
+            session.last_sent = 0.0  # not renewed: try again at the next tick
+            return
+        if answer.results and session_error(answer.results[0]) == UNKNOWN_SESSION:
+            self._abandon(session.id)  # expired: the next command opens a new session
 
     # ------------------------------------------------------------------ queries: one ask each
 
