@@ -1,8 +1,12 @@
 """Applying a committed entry to a state machine exactly as a Raft node's state machine actor
 does (``consensus.shell.state_machine``): only command entries, each entry's batch decoded by
 ``consensus.shell.batching``, every command applied in order with its ``EntryMeta``, a command
-that raises recorded as ``command_failed`` rather than stopping the follower. A follower and
-a voter that apply the same log therefore reach the same state."""
+that raises recorded as ``command_failed`` rather than stopping the follower.
+
+The machine given is the one a node's actor applies to: the user's machine behind the session
+layer (``consensus.shell.sessions_shell.with_sessions``), so a retried session command that
+sits in the log twice takes effect once, as on the voters. A follower and a voter that apply
+the same log therefore reach the same state."""
 
 from __future__ import annotations
 

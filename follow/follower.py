@@ -41,6 +41,7 @@ import structlog
 
 from consensus.configuration import Membership
 from consensus.shell.node_storage import SharedLog
+from consensus.shell.sessions_shell import with_sessions
 from consensus.shell.state_machine import StateMachine
 from consensus.snapshots import decode_header, encode_header
 from follow.apply import apply_entry
@@ -84,6 +85,10 @@ class Follower:
         self.name = name
         self.data_dir = pathlib.Path(data_dir)
         self.machine = machine
+        # Applied, snapshotted and restored behind the same session layer as on a Raft node:
+        # a retried session command sits in the log twice and must take effect once here too,
+        # and the session table is part of the snapshots a node serves and this one writes.
+        self.replica = with_sessions(machine)
         self.durability = durability
         self.wait_ms = wait_ms
         self.window = window or Window()
@@ -124,7 +129,7 @@ class Follower:
     def query(self, payload: bytes) -> tuple[int, Any]:
         """The state machine's answer to `payload` and the sequence number it reflects."""
         with self.machine_lock:
-            return self.applied, self.machine.query(payload)
+            return self.applied, self.replica.query(payload)
 
     def source(self) -> WalSource:
         """What this follower's own ``/log`` serves: everything it holds (all committed)."""
@@ -182,14 +187,14 @@ class Follower:
     def _restore_machine(self, content: bytes) -> int:
         info, offset = decode_header(content)
         with self.machine_lock:
-            self.machine.restore(content[offset:])
+            self.replica.restore(content[offset:])
             self.applied = info.index
         self._membership = info.membership.encode()
         return int(info.index)
 
     def _apply(self, entries: list[Entry]) -> None:
         with self.machine_lock:
-            machine = self.machine
+            machine = self.replica
             for entry in entries:
                 apply_entry(machine, entry)
                 if entry.kind == CONFIGURATION:
@@ -206,7 +211,7 @@ class Follower:
         if self.applied - self._snapshot_index < self.snapshot_every:
             return
         with self.machine_lock:
-            index, data = self.applied, self.machine.snapshot()
+            index, data = self.applied, self.replica.snapshot()
         shared = self.shared
         with shared.lock:
             term = int(shared.term_at(index))

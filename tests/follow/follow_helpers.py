@@ -13,6 +13,7 @@ import msgpack
 from consensus.configuration import Membership
 from consensus.shell.batching import encode_commands
 from consensus.shell.node_storage import SharedLog
+from consensus.shell.sessions_shell import with_sessions
 from consensus.snapshots import encode_header
 from follow.follower import Follower
 from follow.server import LogServer
@@ -51,8 +52,9 @@ def replay(entries: list[Entry]) -> Recorder:
     from follow.apply import apply_entry
 
     machine = Recorder()
+    replica = with_sessions(machine)
     for entry in entries:
-        apply_entry(machine, entry)
+        apply_entry(replica, entry)
     return machine
 
 

@@ -13,6 +13,8 @@ import msgpack
 import pytest
 
 from consensus.configuration import Membership
+from consensus.sessions import SESSION_SHIFT, encode_command, encode_register
+from consensus.shell.batching import encode_commands
 from follow.client import SourceClient
 from follow.records import JSONL, EntryRecord, Header, RecordDecoder, Trailer
 from follow.server import LogServer
@@ -21,6 +23,7 @@ from tests.follow.follow_helpers import (
     Running,
     Source,
     build_entries,
+    command,
     make_follower,
     replay,
     wait_until,
@@ -297,3 +300,32 @@ def test_follower_snapshots_compacts_and_serves_its_snapshot_to_a_chained_one(
     assert again.applied == 400 and again.machine.applied == full.applied
     again.close()
     source.close()
+
+
+def test_a_retried_session_command_takes_effect_once_on_the_follower(
+    tmp_path: pathlib.Path,
+) -> None:
+    """A client retry puts the same (session, seq) in the log twice; the voters apply it once
+    (the session layer answers the second from its cache), so the follower must too. It once
+    applied both, and its state drifted from the cluster's by one command per retry."""
+    source = Source(tmp_path / "source")
+    register = encode_register(60_000)
+    session = 1 << SESSION_SHIFT  # a register at index 1, position 0
+    put = encode_command(session, 1, 0, command(7))
+    source.append(
+        [
+            Entry(1, 1, EntryKind.COMMAND, 10_001, encode_commands([register])),
+            Entry(2, 1, EntryKind.COMMAND, 10_002, encode_commands([put])),
+            Entry(3, 1, EntryKind.COMMAND, 10_003, encode_commands([put])),  # the retry
+            Entry(4, 1, EntryKind.COMMAND, 10_004, encode_commands([command(8)])),
+        ]
+    )
+    follower = make_follower(source.uri, tmp_path / "f")
+    running = Running(follower)
+    try:
+        wait_until(lambda: follower.applied == 4)
+        assert follower.machine.applied == [command(7), command(8)]
+        assert follower.machine.applied == replay(source.entries()).applied
+    finally:
+        running.close()
+        source.close()
