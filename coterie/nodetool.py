@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from actors import ActorRef, ActorSystem, configure_logging
+from actors import ActorRef, ActorSystem, CurveConfig, configure_logging
 from actors.paths import ANY_SYSTEM, ActorPath, InvalidActorPath
 from consensus.shell.protocol import NodeStatus, StatusRequest, TransferLeadership
 from coterie import membership_tool
@@ -47,6 +47,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--cluster-id", help="the cluster id (default: from --config)")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    parser.add_argument(
+        "--key",
+        metavar="FILE",
+        help="this tool's CURVE secret key (its public key listed in security.allowed_keys)",
+    )
     commands = parser.add_subparsers(dest="nodetool_command", metavar="COMMAND", required=True)
     commands.add_parser("status", help="a table of every node")
     commands.add_parser("leader", help="which node leads")
@@ -103,7 +108,27 @@ class Tool:
         self.paths = [resolve(name, self.config) for name in names]
         cluster_id = args.cluster_id or (self.config.cluster_id if self.config else "coterie")
         self.timeout = args.timeout
-        self.system = ActorSystem("nodetool", host="127.0.0.1", cluster_id=cluster_id)
+        curve = self._curve(getattr(args, "key", None))
+        self.system = ActorSystem("nodetool", host="127.0.0.1", cluster_id=cluster_id, curve=curve)
+
+    def _curve(self, key: str | None) -> CurveConfig | None:
+        """The tool's CURVE keys: a cluster with curve on answers no one without them, so
+        asking anyway would only time out; say what is missing instead."""
+        if self.config is None:
+            if key:
+                raise CliError("--key needs --config (the nodes' public keys are named there)")
+            return None
+        if not self.config.security.curve:
+            return None
+        if not key:
+            raise CliError(
+                f"{self.config.path}: security.curve = true: give --key FILE, a secret key "
+                "whose public key is listed in security.allowed_keys (see coterie keygen)"
+            )
+        try:
+            return self.config.client_curve(key)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from exc
 
     def close(self) -> None:
         self.system.shutdown()
