@@ -48,8 +48,9 @@ log yet, e.g. its batch was lost while a later one got through) is resent after 
 A sessioned command the client gives up on (its deadline passed with no answer) leaves a hole
 that no later number of its session can pass, so the client then starts a new session for the
 commands that follow; those still in flight under the old one either were applied (answered
-from the cache) or are refused with ``sequence_gap``, which then proves they never will be, and
-fail with a :class:`ClientError`.
+from the cache) or are refused with ``sequence_gap`` and fail with a :class:`ClientError`
+(outcome unknown, as for a timeout: the given-up command may yet commit late, and an older
+attempt of a refused one after it).
 
 With ``sessions=False`` commands go as plain commands (no register, no envelope, no cache): a
 command retried after a lost answer may then be applied twice.
@@ -636,11 +637,13 @@ class Client:
             self._abandon(command.session)
             return
         if code == SEQUENCE_GAP:
-            # Its session was given up after an earlier command's fate was lost: that one is
-            # never sent again, so this one can never be applied.
+            # Its session was given up after an earlier command's fate was lost. This attempt
+            # was not applied, but that earlier command may still commit late (its last
+            # attempt in some leader's log), and then an older attempt of this one still in
+            # flight could follow it: the outcome is unknown, like any timeout's.
             command.last_error = (
-                f"{address}: not applied: an earlier command of session {command.session} "
-                "was given up"
+                f"{address}: outcome unknown: an earlier command of session {command.session} "
+                "was given up before this one could be applied"
             )
         else:
             command.last_error = f"{address}: {code}: {result}"
