@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from consensus.config import RaftConfig
 
 if TYPE_CHECKING:
-    from membership.config import MembershipConfig
+    from membership.supervisor import AnyMembershipConfig
 
 SUPERVISOR_NAME = "node"
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
@@ -37,7 +37,7 @@ class NodeSettings:
     durability: str = "always"
     group_commit_ms: float = 2.0
     segment_bytes: int = 64 << 20
-    membership: MembershipConfig | None = None
+    membership: AnyMembershipConfig | None = None
 
     def __post_init__(self) -> None:
         for node_id in dict.fromkeys((*self.raft.voters, self.raft.node_id, *self.addresses)):

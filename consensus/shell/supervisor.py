@@ -107,9 +107,10 @@ class RaftSupervisor(PingResponder):
         io = ctx.spawn(Props(SnapshotIO, files, self_ref), "snapshots")
         self.snapshots = SnapshotShell(io, machine, writer, self_ref)
         if settings.membership is not None:
-            from membership.actor import MembershipActor  # noqa: PLC0415
+            # The gossip membership or Rapid, whichever the settings carry.
+            from membership.supervisor import membership_props  # noqa: PLC0415
 
-            ctx.spawn(Props(MembershipActor, settings.membership, self.incarnation), "membership")
+            ctx.spawn(membership_props(settings.membership, self.incarnation), "membership")
         clock = SteadyClock()
         system = ctx.system
         peers = {

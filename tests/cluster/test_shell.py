@@ -14,7 +14,7 @@ import msgpack
 import pytest
 
 from actors import Actor, ActorRef, ActorSystem, Props
-from actors.errors import AskTimeout
+from actors.errors import ActorNotFound, AskTimeout
 from consensus.config import RaftConfig
 from consensus.log import MemoryLog
 from consensus.messages import ClientCommand, RequestVote, RequestVoteResponse
@@ -26,6 +26,8 @@ from consensus.shell.roles import FollowerActor
 from consensus.shell.settings import NodeSettings
 from consensus.shell.supervisor import RaftSupervisor
 from consensus.shell.wiring import Wiring
+from membership.rapid.actor import RapidMembershipConfig
+from membership.rapid.messages import GetRapidStatus, RapidStatus
 from tests.cluster.cluster import free_ports
 from tests.cluster.recorder import Recorder
 from wal.writer_messages import HardStateSaved, SaveHardState
@@ -169,3 +171,34 @@ def wait_for_leader(nodes: dict[str, ActorRef], not_this: str | None = None) -> 
                 return node
         time.sleep(0.05)
     raise AssertionError("no leader")
+
+
+def test_a_node_given_rapid_settings_runs_rapid_membership_beside_raft(tmp_path) -> None:
+    """The node supervisor spawns whichever membership its settings carry; with Rapid's, a
+    single node forms its own Rapid view and still answers membership pings as a supervisor."""
+    port = free_ports(1)[0]
+    address = f"127.0.0.1:{port}"
+    with ActorSystem("n1", host="127.0.0.1", port=port, cluster_id="t") as system:
+        settings = NodeSettings(
+            raft=RaftConfig("n1", ("n1",), election_timeout_min=300, election_timeout_max=600),
+            addresses={"n1": address},
+            data_dir=tmp_path / "n1",
+            cluster_id="t",
+            durability="never",
+            membership=RapidMembershipConfig(),
+        )
+        system.spawn(Props(RaftSupervisor, settings, Recorder()), "node")
+        membership = system.ref(f"coterie://n1@{address}/user/node/membership")
+        deadline = time.monotonic() + 10
+        status: Any = None
+        while time.monotonic() < deadline:
+            try:  # the supervisor spawns its children as it starts
+                status = membership.ask(GetRapidStatus(), timeout=2).result(3)
+            except ActorNotFound:
+                status = None
+            if status is not None and status.size == 1:
+                break
+            time.sleep(0.05)
+        assert isinstance(status, RapidStatus)
+        assert [member for member, _ in status.members] == [f"coterie://n1@{address}/user/node"]
+        assert wait_for_leader({"n1": system.ref(f"coterie://n1@{address}/user/node")}) == "n1"
