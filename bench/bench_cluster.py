@@ -12,7 +12,9 @@ coterie and on PySyncObj one after the other, on fresh clusters:
 (d) **failover**: a writer issuing synchronous increments with a 0.25 s attempt timeout; the
     leader is SIGKILLed; the time from the kill to the acknowledgement of the first write
     *started* after it (an answer the dying leader sent just before the kill does not count;
-    this adds at most one write's latency to the recovery itself).
+    this adds at most one write's latency to the recovery itself);
+(e) **client sessions**: (a) and (b) in memory again with ``sessions=False`` (plain commands,
+    no exactly-once), so the summary can say what sessions cost in the same run.
 
 Where the load comes from differs, as the two APIs differ. coterie's load is a client
 (``consensus.client.Client``) in this benchmark process: a fourth process, every request
@@ -177,9 +179,11 @@ def coterie_cluster(durability: str) -> Iterator[CoterieCluster]:
             cluster.close()
 
 
-def coterie_throughput(durability: str, seconds: float, warmup: float) -> dict[str, Any]:
+def coterie_throughput(
+    durability: str, seconds: float, warmup: float, sessions: bool = True
+) -> dict[str, Any]:
     with coterie_cluster(durability) as cluster:
-        client = cluster.client(attempt_timeout=5.0)
+        client = cluster.client(attempt_timeout=5.0, sessions=sessions)
         done = [0, 0]
         running = [True]
 
@@ -217,9 +221,11 @@ def coterie_throughput(durability: str, seconds: float, warmup: float) -> dict[s
         }
 
 
-def coterie_sequential(durability: str, seconds: float, max_ops: int) -> dict[str, Any]:
+def coterie_sequential(
+    durability: str, seconds: float, max_ops: int, sessions: bool = True
+) -> dict[str, Any]:
     with coterie_cluster(durability) as cluster:
-        client = cluster.client()
+        client = cluster.client(sessions=sessions)
         for _ in range(50):  # warm up: connections, leader known
             client.submit(INCREMENT)
         load_before = _load()
@@ -465,6 +471,11 @@ def run(quick: bool) -> dict[str, Any]:
     theirs["sequential_memory_batch_on"] = pysyncobj_sequential(
         False, True, min(seq_seconds, 3.0), seq_max
     )
+    step("in memory, without client sessions (their cost)")
+    ours["throughput_never_no_sessions"] = best_of(
+        attempts, coterie_throughput, "never", seconds, warmup, False
+    )
+    ours["sequential_never_no_sessions"] = coterie_sequential("never", seq_seconds, seq_max, False)
     step("with persistence")
     for policy in ("group", "always"):
         ours[f"throughput_{policy}"] = best_of(
@@ -502,6 +513,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         "pysyncobj_journal_ops_per_s": theirs["throughput_journal"]["ops_per_s"],
         "group_commit_at_least_journal": ours["throughput_group"]["ops_per_s"]
         >= theirs["throughput_journal"]["ops_per_s"],
+        # Exactly-once sessions against plain commands, same run (1.0: free).
+        "sessions_throughput_ratio": round(
+            ours["throughput_never"]["ops_per_s"]
+            / max(ours["throughput_never_no_sessions"]["ops_per_s"], 1),
+            2,
+        ),
+        "sessions_sequential_p50_ratio": round(
+            ours["sequential_never"].get("p50_ms", 0.0)
+            / max(ours["sequential_never_no_sessions"].get("p50_ms", 0.0), 1e-9),
+            2,
+        ),
         "our_failover_median_s": ours["failover"]["median_s"],
         "pysyncobj_failover_median_s": theirs["failover"]["median_s"],
     }

@@ -173,3 +173,24 @@ def test_the_plain_client_has_no_session(cluster: LocalCluster) -> None:
     assert plain.session_id is None and plain.sessions_opened == 0
     leader = cluster.wait_for_leader()
     assert applied(cluster, leader)[-1] == b"\xc1plain"
+
+
+def test_a_client_started_before_the_cluster_waits_for_its_session(tmp_path: pathlib.Path) -> None:
+    """Copycat's client failed when it could not register a session; ours keeps trying (with
+    backoff) while its command's deadline lasts, and the command is applied once."""
+    cluster = LocalCluster(
+        tmp_path,
+        state_machine="tests.cluster.sessions_recorder:SessionRecorder",
+        durability="never",
+    )
+    try:
+        client = Client(cluster.system, list(cluster.addresses.values()), attempt_timeout=0.3)
+        early = client.submit_async(b"early", timeout=40)
+        time.sleep(1.5)
+        assert not early.done() and client.sessions_opened == 0  # no node is up yet
+        cluster.start_all()
+        assert early.result(45).ok
+        assert client.sessions_opened >= 1
+        assert applied(cluster, cluster.wait_for_leader()).count(b"early") == 1
+    finally:
+        cluster.close()
