@@ -101,6 +101,12 @@ def _pack(tag: bytes, *fields: Any) -> bytes:
     return bytes((MARK,)) + tag + msgpack.packb(list(fields), use_bin_type=True)
 
 
+_COMMAND_PREFIX = bytes((MARK,)) + _COMMAND
+_COMMAND_TAG = _COMMAND[0]
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
 def encode_plain(payload: bytes) -> bytes:
     """A command outside any session (escaped only if it starts with :data:`MARK`)."""
     if payload and payload[0] == MARK:
@@ -113,7 +119,8 @@ def encode_register(timeout_ms: int) -> bytes:
 
 
 def encode_command(session: int, seq: int, ack: int, payload: bytes) -> bytes:
-    return _pack(_COMMAND, session, seq, ack, payload)
+    # The hot path of every sessioned command (client side): no generic packing.
+    return _COMMAND_PREFIX + _packb([session, seq, ack, payload])
 
 
 def encode_keepalive(session: int, ack: int) -> bytes:
@@ -157,7 +164,12 @@ class Session:
     timeout: int
     last_active: int
     last_seq: int = 0  # the highest sequence number applied
-    results: dict[int, Any] = dataclasses.field(default_factory=dict)  # seq -> result
+    # seq -> result of every seq in oldest..last_seq: a session applies its commands in
+    # sequence and forgets answers from the oldest up, so the cached ones are contiguous and
+    # forgetting walks up from ``oldest`` (never a scan of the cache per command: with
+    # thousands of answers cached that scan cost ten times the rest of a command).
+    results: dict[int, Any] = dataclasses.field(default_factory=dict)
+    oldest: int = 1
 
     @property
     def deadline(self) -> int:
@@ -181,6 +193,25 @@ class SessionStateMachine:
         self._advance(meta)
         if not command or command[0] != MARK:
             return self._apply_user(command, meta)
+        if len(command) > 2 and command[1] == _COMMAND_TAG:
+            # The hot path (a sessioned command on every replica), checked inline; anything
+            # odd falls through to the general decoding below, which says what is wrong.
+            try:
+                fields = _unpackb(memoryview(command)[2:])
+            except Exception:
+                fields = None
+            if type(fields) is list and len(fields) == 4:
+                session, seq, ack, payload = fields
+                if (
+                    type(session) is int
+                    and type(seq) is int
+                    and type(ack) is int
+                    and type(payload) is bytes
+                    and session >= 0
+                    and seq >= 0
+                    and ack >= 0
+                ):
+                    return self._command(session, seq, ack, payload, meta)
         tag, body = command[1:2], memoryview(command)[2:]
         try:
             if tag == _PLAIN:
@@ -225,7 +256,8 @@ class SessionStateMachine:
         results = session.results
         results[seq] = result
         if len(results) > MAX_CACHED_RESULTS:
-            del results[min(results)]
+            del results[session.oldest]
+            session.oldest += 1
         return result
 
     def _keepalive(self, session_id: int, ack: int) -> Any:
@@ -244,14 +276,15 @@ class SessionStateMachine:
         session = self.sessions.get(session_id)
         if session is None:
             return None
-        session.last_active = self.clock
-        heapq.heappush(self._deadlines, (session.deadline, session_id))
-        if len(self._deadlines) > 4 * len(self.sessions) + 64:
-            self._rebuild_deadlines()
-        if ack > 1:
+        session.last_active = self.clock  # its heap entry is corrected when it comes up
+        if ack > session.oldest:
             results = session.results
-            for seq in [s for s in results if s < ack]:
-                del results[seq]
+            # Each answer is forgotten once, so this is constant work per command on average;
+            # an ack beyond what was applied forgets only what exists.
+            upto = min(ack, session.last_seq + 1)
+            for seq in range(session.oldest, upto):
+                results.pop(seq, None)
+            session.oldest = max(session.oldest, upto)
         return session
 
     def _apply_user(self, payload: bytes, meta: Any) -> Any:
@@ -274,8 +307,14 @@ class SessionStateMachine:
         while deadlines and deadlines[0][0] < self.clock:
             deadline, session_id = heapq.heappop(deadlines)
             session = self.sessions.get(session_id)
-            if session is None or session.deadline != deadline:
-                continue  # renewed or closed since this deadline was pushed
+            if session is None:
+                continue  # closed since
+            if session.deadline != deadline:
+                # Renewed since (deadlines only move later): back in at its real deadline.
+                # The heap holds one entry per session, never one per command, and sessions
+                # still expire in (deadline, id) order, as after a restore from a snapshot.
+                heapq.heappush(deadlines, (session.deadline, session_id))
+                continue
             del self.sessions[session_id]
             self.expired += 1
             self._closed(session_id, expired=True, meta=meta)
@@ -332,10 +371,15 @@ class SessionStateMachine:
             table = msgpack.unpackb(
                 memoryview(data)[start : start + length], raw=False, strict_map_key=False
             )
-            sessions = {
-                sid: Session(sid, timeout, last_active, last_seq, dict(results))
-                for sid, timeout, last_active, last_seq, results in table["sessions"]
-            }
+            sessions = {}
+            for sid, timeout, last_active, last_seq, results in table["sessions"]:
+                cached = dict(results)
+                oldest = min(cached, default=last_seq + 1)
+                if any(seq < oldest or seq > last_seq for seq in cached) or len(cached) != (
+                    last_seq + 1 - oldest
+                ):
+                    raise ValueError(f"session {sid}: cached answers are not {oldest}..{last_seq}")
+                sessions[sid] = Session(sid, timeout, last_active, last_seq, cached, oldest)
             clock, expired = int(table["clock"]), int(table["expired"])
         except (ValueError, KeyError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
             raise ValueError(f"session snapshot: the session table does not decode: {exc}") from exc
