@@ -27,6 +27,9 @@ One file describes the whole cluster, so every node reads the same file::
     group_commit_ms = 2.0
     segment_mb = 64
 
+    [membership]                  # optional
+    protocol = "gossip"           # or "rapid": K observers per member, consistent views
+
     [security]                    # required; see coterie/security.py
     curve = true                  # false runs without authentication or encryption
     secret_key_file = "keys/{id}.key_secret"   # {id}: the node id (`coterie keygen`)
@@ -57,13 +60,17 @@ from consensus.config import RaftConfig, ReadMode
 from consensus.shell.settings import NodeSettings, SettingsError
 from coterie.security import SecuritySettings, parse_security
 from membership.config import MembershipConfig
+from membership.rapid.actor import RapidMembershipConfig
 
 
 class ConfigError(ValueError):
     """A bad configuration; the message starts with the file and the key."""
 
 
-_TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal", "security", "follow"}
+_TOP = {"cluster_id", "state_machine", "nodes", "raft", "wal", "security", "follow", "membership"}
+# [membership] protocol: the gossip membership (phi accrual, every node watches every other)
+# or Rapid (K observers per member, consistent view changes; for large actor systems).
+MEMBERSHIP_PROTOCOLS = ("gossip", "rapid")
 _NODE = {"id", "address", "data_dir", "metrics_address", "join"}
 _RAFT = {
     "election_timeout_min_ms": ("election_timeout_min", int),
@@ -108,6 +115,7 @@ class ClusterConfig:
     raft: dict[str, Any]
     wal: dict[str, Any]
     security: SecuritySettings
+    membership_protocol: str = "gossip"
 
     def node(self, node_id: str) -> NodeEntry:
         for node in self.nodes:
@@ -136,7 +144,11 @@ class ClusterConfig:
                 durability=self.wal.get("durability", "always"),
                 group_commit_ms=float(self.wal.get("group_commit_ms", 2.0)),
                 segment_bytes=int(self.wal.get("segment_mb", 64)) << 20,
-                membership=MembershipConfig(seeds=seeds),
+                membership=(
+                    RapidMembershipConfig(seeds=seeds)
+                    if self.membership_protocol == "rapid"
+                    else MembershipConfig(seeds=seeds)
+                ),
             )
         except (ValueError, SettingsError) as exc:
             raise ConfigError(f"{self.path}: {exc}") from exc
@@ -214,8 +226,22 @@ def parse(data: dict[str, Any], path: pathlib.Path) -> ClusterConfig:
     if wal.get("durability", "always") not in ("always", "group", "never"):
         raise fail("wal.durability", f"{wal['durability']!r} is not one of always, group, never")
     security = parse_security(data.get("security"), path, fail)
+    membership = _section(data, "membership", fail)
+    _reject_unknown(membership, {"protocol"}, "membership.", fail)
+    protocol = membership.get("protocol", "gossip")
+    if protocol not in MEMBERSHIP_PROTOCOLS:
+        raise fail(
+            "membership.protocol", f"{protocol!r} is not one of {', '.join(MEMBERSHIP_PROTOCOLS)}"
+        )
     config = ClusterConfig(
-        path, cluster_id, state_machine, tuple(nodes), raft_kwargs, wal, security=security
+        path,
+        cluster_id,
+        state_machine,
+        tuple(nodes),
+        raft_kwargs,
+        wal,
+        security=security,
+        membership_protocol=protocol,
     )
     # Check the cross-field rules (timeouts, ...) once, against the first node.
     config.settings_for(nodes[0].id)

@@ -12,12 +12,19 @@ system is gone answers nothing, which is what the edge detector looks for.
 What the shell does, and nothing else: reads ``time.monotonic()``, ticks the core on a timer
 (``tick_interval``; the core's own ``deadline`` matters to the simulator, which sleeps, not
 here), sends (one cached ref per peer), publishes ``ViewChange``/``RemovedFromCluster`` to
-subscribers, logs, and answers ``GetRapidStatus``.
+subscribers, logs, and answers ``GetRapidStatus`` (and ``GetMembershipStatus``, in the gossip
+membership's shape, for tools that ask any node).
 
 Starting: with no seeds (or only itself as a seed) the member forms a new cluster on its own;
-otherwise it joins through the seeds. A service selects Rapid over the gossip membership by
-giving its node supervisor a :class:`RapidMembershipConfig` instead of a
-:class:`~membership.config.MembershipConfig` (see :func:`membership.supervisor.membership_props`).
+otherwise it joins through the seeds. A static list of seeds shared by every member (the nodes
+of a cluster file) works as in the gossip membership: the first seed in the list forms a new
+cluster if no other seed has answered within ``seed_timeout``, every other member only joins,
+so a whole cluster can start or restart at once and end up in one cluster.
+
+A service selects Rapid over the gossip membership by giving its node supervisor a
+:class:`RapidMembershipConfig` instead of a :class:`~membership.config.MembershipConfig` (see
+:func:`membership.supervisor.membership_props`); a cluster file does it with ``[membership]
+protocol = "rapid"``.
 """
 
 from __future__ import annotations
@@ -30,7 +37,14 @@ from typing import Any
 
 from actors import Actor, ActorError, ActorRef
 from membership.config import membership_path, supervisor_path
-from membership.messages import LeaveCluster, Subscribe, Unsubscribe
+from membership.messages import (
+    GetMembershipStatus,
+    LeaveCluster,
+    MemberRow,
+    MembershipStatus,
+    Subscribe,
+    Unsubscribe,
+)
 from membership.rapid.config import RapidConfig
 from membership.rapid.effects import Effect, Log, Publish, Send
 from membership.rapid.messages import RAPID_PROTOCOL, GetRapidStatus, ViewChange
@@ -46,9 +60,15 @@ class RapidMembershipConfig:
     # this. Shorter than any of them, so a tick is never what delays a step.
     tick_interval: float = 0.05
     rapid: RapidConfig = field(default_factory=RapidConfig)
+    # The first seed forms a new cluster if no other seed answers within this. Longer than a
+    # view change lasts (a seed holds a joiner during one without answering), so a restarted
+    # first seed rejoins its cluster rather than start a second one.
+    seed_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(supervisor_path(s) for s in self.seeds))
+        if not self.seed_timeout > 0:
+            raise ValueError(f"seed_timeout must be positive, got {self.seed_timeout}")
         if not 0 < self.tick_interval <= self.rapid.heartbeat_interval:
             raise ValueError(
                 "tick_interval must be positive and not longer than rapid.heartbeat_interval, "
@@ -95,8 +115,10 @@ class RapidMembershipActor(Actor):
         self.core = RapidNode(me, self.incarnation, self.config.rapid, self.rng)
         seeds = [s for s in self.config.seeds if s != me]
         self._timer = self.ctx.schedule_repeatedly(self.config.tick_interval, _TICK)
+        first_seed = bool(self.config.seeds) and self.config.seeds[0] == me
         if seeds:
-            self._apply(self.core.join_cluster(seeds, now))
+            form_after = self.config.seed_timeout if first_seed else None
+            self._apply(self.core.join_cluster(seeds, now, form_after))
         else:
             self._apply(self.core.bootstrap(now))
 
@@ -117,6 +139,8 @@ class RapidMembershipActor(Actor):
                 self._apply(self.core.tick(now))
             case GetRapidStatus():
                 return self.core.status()
+            case GetMembershipStatus():
+                return self._common_status()
             case Subscribe(subscriber):
                 self._subscribe(subscriber, sender)
             case Unsubscribe(subscriber):
@@ -128,6 +152,19 @@ class RapidMembershipActor(Actor):
             case _:
                 return super().receive(message, sender)
         return None
+
+    def _common_status(self) -> MembershipStatus:
+        """The gossip membership's status shape (what ``coterie nodetool status`` asks every
+        node for, whichever membership it runs): this member's state and the view's members.
+        Rapid has no per-peer phi or heartbeat age: an edge is either alerted or not."""
+        status = self.core.status()
+        rows = [
+            MemberRow(node, incarnation, "member", "", None, None, None, True, 0)
+            for node, incarnation in status.members
+        ]
+        return MembershipStatus(
+            status.node, status.incarnation, status.state, rows, dict(status.counters)
+        )
 
     def _subscribe(self, subscriber: str, sender: ActorRef | None) -> None:
         if subscriber:

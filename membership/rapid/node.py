@@ -140,6 +140,7 @@ class RapidNode:
         self.monitor = EdgeMonitor(cfg, phase=rng.uniform(0.0, cfg.heartbeat_interval))
         self.join: JoinProcess | None = None
         self.seeds: tuple[str, ...] = ()
+        self._form_at: float | None = None  # joining: form a cluster then if no seed answered
         self._batch: dict[Member, int] = {}
         self._batch_first = 0.0
         self._batch_last = 0.0
@@ -192,9 +193,15 @@ class RapidNode:
         self._install(config, None, "static", now)
         return self._drain()
 
-    def join_cluster(self, seeds: Sequence[str], now: float) -> list[Effect]:
+    def join_cluster(
+        self, seeds: Sequence[str], now: float, form_after: float | None = None
+    ) -> list[Effect]:
+        """Join through `seeds`. With `form_after`, form a new cluster if no seed has answered
+        by then: give it to one node only (the first seed of a static list, as the gossip
+        membership does), or two could form two clusters."""
         self._dirty = True
         self.seeds = tuple(canonical_node(s) for s in seeds if s != self.node)
+        self._form_at = None if form_after is None else now + form_after
         self._start_joining(self.seeds, now)
         return self._drain()
 
@@ -256,7 +263,20 @@ class RapidNode:
                 if classic_at is not None and now >= classic_at:
                     self._classic(now)
         elif self.state is State.JOINING and self.join is not None:
-            self._send_pairs(self.join.due(now))
+            form_at = self._form_at
+            if form_at is not None and now >= form_at and self.join.gateway_epoch is None:
+                self._form_at = None
+                self.join = None
+                self._log("no seed answered: forming a new cluster", seeds=len(self.seeds))
+                self._install(self.cache.build(0, [self.member], self.cfg.k), None, "formed", now)
+                # The other seeds are backing off between join attempts (up to
+                # join_backoff_max): tell them there is a cluster to join now.
+                assert self.config is not None
+                epoch = self.config.epoch
+                for seed in self.seeds:
+                    self._out.append(Send(seed, JoinRetry(self.node, epoch, "cluster formed")))
+            else:
+                self._send_pairs(self.join.due(now))
         return self._drain()
 
     def deadline(self) -> float | None:
@@ -281,6 +301,8 @@ class RapidNode:
                     best = at
         elif self.state is State.JOINING and self.join is not None:
             best = self.join.deadline
+            if self._form_at is not None and (best is None or self._form_at < best):
+                best = self._form_at
         self._deadline = best
         return best
 
@@ -669,10 +691,12 @@ class RapidNode:
         self._gatekeeping[joiner] = node
 
     def _on_join_gateway(self, m: JoinGateway, now: float) -> None:
+        self._form_at = None  # a cluster exists: never form another
         if self.state is State.JOINING and self.join is not None:
             self._send_pairs(self.join.on_gateway(m, now))
 
     def _on_join_retry(self, m: JoinRetry, now: float) -> None:
+        self._form_at = None  # a cluster exists (busy with a view change)
         if self.state is State.JOINING and self.join is not None:
             self._send_pairs(self.join.on_retry(m.epoch, now))
 

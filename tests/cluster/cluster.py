@@ -41,6 +41,7 @@ class LocalCluster:
         raft: dict[str, Any] | None = None,
         metrics: bool = False,
         joiners: int = 0,
+        membership_protocol: str | None = None,
     ) -> None:
         self.directory = directory
         # The first ``size`` nodes form the cluster; the ``joiners`` after them are listed
@@ -77,6 +78,8 @@ class LocalCluster:
         lines.append("[raft]")
         lines += [f"{key} = {value}" for key, value in raft.items()]
         lines += ["", "[wal]", f'durability = "{durability}"']
+        if membership_protocol is not None:
+            lines += ["", "[membership]", f'protocol = "{membership_protocol}"']
         # Plain ZeroMQ by explicit choice: CURVE has its own tests (tests/security).
         lines += ["", "[security]", "curve = false"]
         self.config = directory / "cluster.toml"

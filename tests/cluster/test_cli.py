@@ -9,10 +9,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from coterie.cli import main
+from coterie.config import load
+from membership.config import MembershipConfig
+from membership.rapid.actor import RapidMembershipConfig
+from membership.rapid.messages import GetRapidStatus
 from tests.cluster.cluster import ROOT, LocalCluster
 
 GOOD = """
@@ -49,6 +54,9 @@ BAD_CONFIGS = [
     (GOOD + "[raft]\nread_mode = 'psychic'\n", "raft.read_mode: 'psychic' is not one of"),
     (GOOD + "[wal]\ndurability = 'sometimes'\n", "wal.durability: 'sometimes' is not one of"),
     (GOOD + "[wal]\nfsync = true\n", "wal.fsync: unknown key"),
+    (GOOD + "[membership]\nprotocol = 'swim'\n", "membership.protocol: 'swim' is not one of"),
+    (GOOD + "[membership]\nseeds = []\n", "membership.seeds: unknown key"),
+    ("membership = 'rapid'\n" + GOOD, "membership: must be a table"),
     ("cluster_id = 'c'\nstate_machine = 'a:B'\nnodes = 3\n", "nodes: at least one"),
     ("this is not toml", "not valid TOML"),
 ]
@@ -62,6 +70,22 @@ def test_a_bad_config_names_the_key(tmp_path, capsys, text: str, expected: str) 
     err = capsys.readouterr().err
     assert expected in err, err
     assert str(config) in err
+
+
+def test_membership_protocol_selects_the_membership_every_node_runs(tmp_path) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(GOOD)
+    assert isinstance(load(config).settings_for("n1").membership, MembershipConfig)
+    config.write_text(GOOD + "[membership]\nprotocol = 'rapid'\n")
+    loaded = load(config)
+    for node in ("n1", "n2"):
+        membership = loaded.settings_for(node).membership
+        assert isinstance(membership, RapidMembershipConfig)
+        # Every node knows every node as a seed; the first in the file may form the cluster.
+        assert membership.seeds == (
+            "coterie://n1@127.0.0.1:7101/user/node",
+            "coterie://n2@127.0.0.1:7102/user/node",
+        )
 
 
 def test_unknown_node_id_and_missing_file(tmp_path, capsys) -> None:
@@ -153,3 +177,45 @@ def test_sigterm_on_the_leader_hands_leadership_over(cluster: LocalCluster) -> N
     log = (cluster.directory / f"{leader}.log").read_text()
     assert "leadership handed over before shutdown" in log
     assert new != leader and elapsed < 5, elapsed
+
+
+@pytest.mark.process
+def test_a_cluster_file_with_rapid_membership_runs_rapid_on_every_node(tmp_path) -> None:
+    """``[membership] protocol = "rapid"``: three `coterie node` processes started at once end
+    in one Rapid view (the first node in the file formed it, the others joined), and nodetool
+    shows each node's membership state."""
+    cluster = LocalCluster(tmp_path, membership_protocol="rapid")
+    try:
+        cluster.start_all()
+        cluster.wait_for_leader()
+        members = {f"coterie://{n}@{a}/user/node" for n, a in cluster.addresses.items()}
+
+        def views() -> dict[str, Any]:
+            out = {}
+            for node, address in cluster.addresses.items():
+                ref = cluster.system.ref(f"coterie://_@{address}/user/node/membership")
+                try:
+                    out[node] = ref.ask(GetRapidStatus(), timeout=1).result(2)
+                except Exception:
+                    out[node] = None
+            return out
+
+        # The first node forms the view once no other answered for seed_timeout (10 s);
+        # the others find it at their next join attempt (backoff up to 8 s).
+        started = time.monotonic()
+        deadline = started + 60
+        seen = views()
+        while time.monotonic() < deadline:
+            if all(s is not None and {m for m, _ in s.members} == members for s in seen.values()):
+                break
+            time.sleep(0.2)
+            seen = views()
+        print(f"one Rapid view of 3 after {time.monotonic() - started:.1f} s")
+        assert all(s is not None and s.state == "member" for s in seen.values()), seen
+        assert len({(s.epoch, s.config_id) for s in seen.values()}) == 1, seen  # one view
+        assert {m for m, _ in seen["n1"].members} == members
+        out = nodetool(cluster, "status")
+        assert out.returncode == 0, out.stderr
+        assert {line.split()[-1] for line in out.stdout.splitlines()[1:]} == {"member"}
+    finally:
+        cluster.close()

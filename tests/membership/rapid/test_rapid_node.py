@@ -16,7 +16,9 @@ from membership.rapid.effects import Publish
 from membership.rapid.gossip import bits_to_bytes
 from membership.rapid.messages import (
     Gossip,
+    JoinGateway,
     JoinRequest,
+    JoinRetry,
     PreJoin,
     Probe,
     ProbeAck,
@@ -153,6 +155,53 @@ def test_a_seed_holding_as_many_joiners_as_it_may_turns_the_next_away() -> None:
     assert sends(seed.step(PreJoin(node(21), 1), 1.2)) == []
     out = sends(seed.step(PreJoin(node(22), 1), 1.3))
     assert [type(s.message).__name__ for s in out] == ["JoinRetry"]
+
+
+def test_the_first_seed_forms_a_cluster_when_no_other_seed_answers_in_time() -> None:
+    first = RapidNode(node(0), 1, CFG, random.Random(0))
+    first.join_cluster([node(0), node(1), node(2)], 0.0, form_after=10.0)
+    assert first.state is State.JOINING
+    assert first.deadline() is not None and first.deadline() <= 10.0
+    for t in range(1, 10):
+        first.tick(float(t))
+        assert first.state is State.JOINING  # still asking the others
+    out = sends(first.tick(10.0))
+    assert first.state is State.MEMBER
+    assert [m for m, _ in first.status().members] == [node(0)]
+    # The other seeds, backing off between join attempts, are told to ask again now.
+    assert sorted((s.to, type(s.message).__name__) for s in out) == [
+        (node(1), "JoinRetry"),
+        (node(2), "JoinRetry"),
+    ]
+    other = RapidNode(node(1), 1, CFG, random.Random(1))
+    other.join_cluster([node(0), node(1), node(2)], 0.0)
+    other.tick(0.5)
+    retry = next(s.message for s in out if s.to == node(1))
+    other.step(retry, 10.0)
+    assert other.deadline() is not None and other.deadline() <= 11.5
+
+
+@pytest.mark.parametrize("answer", ["gateway", "retry"])
+def test_a_seed_that_answers_means_a_cluster_exists_and_none_is_formed(answer: str) -> None:
+    config, _ = cluster(3)
+    first = RapidNode(node(0), 2, CFG, random.Random(0))  # a restarted first seed
+    first.join_cluster([node(0), node(1), node(2)], 0.0, form_after=10.0)
+    if answer == "gateway":
+        observers = config.expected_observers_of(node(0))
+        first.step(JoinGateway(node(1), config.epoch, config.id, observers), 1.0)
+    else:
+        first.step(JoinRetry(node(1), config.epoch, "view change"), 1.0)
+    for t in range(2, 30):
+        first.tick(float(t))
+    assert first.state is State.JOINING  # never a cluster of its own
+
+
+def test_a_member_that_is_not_the_first_seed_never_forms_a_cluster() -> None:
+    other = RapidNode(node(1), 1, CFG, random.Random(1))
+    other.join_cluster([node(0), node(1), node(2)], 0.0)
+    for t in range(1, 60):
+        other.tick(float(t))
+    assert other.state is State.JOINING
 
 
 def test_layering_protocol_modules_import_no_io_clock_or_chance() -> None:
