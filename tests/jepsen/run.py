@@ -261,7 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--retrying-client",
         action="store_true",
-        help="counter adds through consensus.client.Client (retries; no sessions yet)",
+        help="counter adds through consensus.client.Client (retries, exactly-once sessions)",
+    )
+    parser.add_argument(
+        "--no-sessions",
+        action="store_true",
+        help="with --retrying-client: plain commands (negative control: a retry may apply twice)",
     )
     args = parser.parse_args(argv)
     configure_logging("warning")  # the test's own actor system; nodes log to their files
@@ -273,7 +278,9 @@ def main(argv: list[str] | None = None) -> int:
         args.dir.mkdir(parents=True, exist_ok=True)
     results = []
     for seed in range(args.seed, args.seed + args.runs):
-        workload = WorkloadConfig(retrying_client=args.retrying_client)
+        workload = WorkloadConfig(
+            retrying_client=args.retrying_client, client_sessions=not args.no_sessions
+        )
         result = nemesis_run(
             seed, seconds=args.seconds, base=args.dir, keep=args.keep, workload=workload
         )

@@ -121,6 +121,21 @@ def test_a_short_nemesis_run_is_linearizable_and_recovers(tmp_path) -> None:
     assert not result.nemesis_errors, details
 
 
+def test_session_clients_retrying_through_faults_apply_every_add_once(tmp_path) -> None:
+    # Counter adds go through the real client, which retries timed-out attempts on other
+    # nodes while leaders die and links drop: its session must keep each add to one effect
+    # (a double add shows as a counter value no linearization explains).
+    workload = WorkloadConfig(retrying_client=True)
+    result = nemesis_run(11, seconds=10, base=tmp_path, workload=workload)
+    print(table([result]))
+    details = "\n".join(result.anomalies + result.nemesis_errors + result.faults)
+    assert result.faults, "the nemesis injected nothing"
+    assert result.counts["ok"] > 500, result.counts
+    assert result.verdict == "linearizable", details
+    assert result.lost == 0, details
+    assert not result.nemesis_errors, details
+
+
 def test_negative_control_stale_reads_from_a_partitioned_node_are_caught(tmp_path) -> None:
     # Same harness, but reads are stale=True from any node while one node is cut off:
     # the isolated node answers from an old state. If this passed the checker, no green

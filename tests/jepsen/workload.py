@@ -48,9 +48,12 @@ class WorkloadConfig:
     # by design, so a run with it must be caught by the checker.
     stale_reads: bool = False
     # Counter adds through consensus.client.Client, which retries a command whose attempt
-    # timed out: without exactly-once sessions a retry can apply an add twice, and the
-    # counter model shows it. Off by default: the runs check the cluster, not this client.
+    # timed out, to any node, until its deadline: with its exactly-once session every add
+    # must still take effect once. Off by default: the runs check the cluster, not a client.
     retrying_client: bool = False
+    # Negative control only (with retrying_client): plain commands, no session, so a retry
+    # after a lost answer can apply an add twice, and the counter model shows it.
+    client_sessions: bool = True
 
 
 class KeySpace:
@@ -112,7 +115,13 @@ class Workload:
         target = self.addresses[process % len(self.addresses)]
         client = None
         if counter and self.config.retrying_client:
-            client = Client(self.cluster.system, self.addresses, attempt_timeout=0.5, rng=rng)
+            client = Client(
+                self.cluster.system,
+                self.addresses,
+                attempt_timeout=0.5,
+                rng=rng,
+                sessions=self.config.client_sessions,
+            )
         last_read: dict[str, Any] = {}
         while not self.stopping.is_set():
             if counter:
