@@ -21,6 +21,8 @@ One file describes the whole cluster, so every node reads the same file::
     snapshot_threshold_entries = 100000   # snapshot + compact past this many applied entries
     snapshot_trailing_entries = 128       # entries kept behind a snapshot for slow followers
     snapshot_chunk_bytes = 1048576        # InstallSnapshot chunk size
+    promote_lag_entries = 16      # a learner this close to the leader's log may become a voter
+    auto_promote = true           # the leader promotes them itself (false: `nodetool add` does)
 
     [wal]                         # all optional
     durability = "always"         # "group" or "never"; configuration entries are always synced
@@ -87,12 +89,17 @@ _RAFT = {
     "snapshot_threshold_entries": ("snapshot_threshold_entries", int),
     "snapshot_trailing_entries": ("snapshot_trailing_entries", int),
     "snapshot_chunk_bytes": ("snapshot_chunk_bytes", int),
+    # Membership changes: a learner within this many entries of the leader's log may become a
+    # voter; with auto_promote the leader promotes such learners by itself, one at a time.
+    "promote_lag_entries": ("promote_lag", int),
+    "auto_promote": ("auto_promote", bool),
 }
 # The least value of each snapshot key (checked here, so the error names the TOML key).
 _RAFT_MINIMUM = {
     "snapshot_threshold_entries": 0,
     "snapshot_trailing_entries": 0,
     "snapshot_chunk_bytes": 1,
+    "promote_lag_entries": 0,
 }
 _WAL = {"durability": str, "group_commit_ms": (int, float), "segment_mb": int}
 

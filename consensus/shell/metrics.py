@@ -15,6 +15,9 @@ in one test process keep separate series. What is measured, and where:
   ``coterie_proposed_entries_total`` / ``coterie_proposed_commands_total`` (their ratio is
   the batching factor), ``coterie_applied_commands_total``,
   ``coterie_raft_dropped_messages_total`` (peer messages the core refused);
+* ``coterie_snapshots_taken_total``, ``coterie_snapshots_installed_total`` (received from a
+  leader by InstallSnapshot), ``coterie_snapshot_index`` and ``coterie_snapshot_bytes`` (the
+  latest snapshot this node holds, taken or installed);
 * ``coterie_dropped_frames_total{reason}`` and ``coterie_actor_events_total{event}``: the
   actor system's counters (``system.stats()``), read at scrape time.
 """
@@ -25,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -101,6 +104,24 @@ class NodeMetrics:
             "Peer messages the Raft core dropped as protocol violations",
             registry=registry,
         )
+        self.snapshots_taken = Counter(
+            "coterie_snapshots_taken", "Snapshots this node took of its state", registry=registry
+        )
+        self.snapshots_installed = Counter(
+            "coterie_snapshots_installed",
+            "Snapshots this node installed from a leader (InstallSnapshot)",
+            registry=registry,
+        )
+        self.snapshot_index = Gauge(
+            "coterie_snapshot_index",
+            "Last log index covered by the latest snapshot this node holds",
+            registry=registry,
+        )
+        self.snapshot_bytes = Gauge(
+            "coterie_snapshot_bytes",
+            "Size of the latest snapshot this node holds",
+            registry=registry,
+        )
         # (term, role, commit index, applied index, last index): replaced whole, never mutated
         self.state: tuple[int, str, int, int, int] = (0, "follower", 0, 0, 0)
         self._stats = stats
@@ -118,6 +139,12 @@ class NodeMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def snapshot_held(self, index: int, size: int, *, installed: bool) -> None:
+        """A snapshot taken here or installed from a leader is now the latest one held."""
+        (self.snapshots_installed if installed else self.snapshots_taken).inc()
+        self.snapshot_index.set(index)
+        self.snapshot_bytes.set(size)
 
     def stats(self) -> dict[str, int]:
         return self._stats() if self._stats is not None else {}

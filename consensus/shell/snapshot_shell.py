@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from actors import ActorRef
     from consensus.node import RaftNode
     from consensus.ready import Ready
+    from consensus.shell.metrics import NodeMetrics
 
 # Everything a role actor hands to SnapshotShell.on_input.
 SNAPSHOT_INPUTS = (*SNAPSHOT_REPORTS, LogCompacted, LogReset)
@@ -57,8 +58,14 @@ SNAPSHOT_INPUTS = (*SNAPSHOT_REPORTS, LogCompacted, LogReset)
 
 class SnapshotShell:
     def __init__(
-        self, io: ActorRef, state_machine: ActorRef, writer: ActorRef, supervisor: ActorRef
+        self,
+        io: ActorRef,
+        state_machine: ActorRef,
+        writer: ActorRef,
+        supervisor: ActorRef,
+        metrics: NodeMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.io = io
         self.state_machine = state_machine
         self.writer = writer
@@ -82,6 +89,8 @@ class SnapshotShell:
             return
         info = install.info
         self.installed += 1
+        if self.metrics is not None:
+            self.metrics.snapshot_held(info.index, info.size, installed=True)
         self.state_machine.tell(RestoreSnapshot(info))
         if install.reset_log:
             self.resets += 1
@@ -135,6 +144,8 @@ class SnapshotShell:
                     log.warning("snapshot not reported", index=info.index, reason=str(exc))
                     return None
                 self.taken += 1
+                if self.metrics is not None:
+                    self.metrics.snapshot_held(info.index, info.size, installed=False)
                 log.info("snapshot taken", index=info.index, term=info.term, bytes=info.size)
                 return ready
             case LogReset(index, term):

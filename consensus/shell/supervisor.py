@@ -105,7 +105,7 @@ class RaftSupervisor(PingResponder):
             "state-machine",
         )
         io = ctx.spawn(Props(SnapshotIO, files, self_ref), "snapshots")
-        self.snapshots = SnapshotShell(io, machine, writer, self_ref)
+        self.snapshots = SnapshotShell(io, machine, writer, self_ref, metrics)
         if settings.membership is not None:
             # The gossip membership or Rapid, whichever the settings carry.
             from membership.supervisor import membership_props  # noqa: PLC0415

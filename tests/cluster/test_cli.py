@@ -54,6 +54,8 @@ BAD_CONFIGS = [
     (GOOD + "[raft]\nread_mode = 'psychic'\n", "raft.read_mode: 'psychic' is not one of"),
     (GOOD + "[wal]\ndurability = 'sometimes'\n", "wal.durability: 'sometimes' is not one of"),
     (GOOD + "[wal]\nfsync = true\n", "wal.fsync: unknown key"),
+    (GOOD + "[raft]\npromote_lag_entries = -1\n", "raft.promote_lag_entries: must be at least 0"),
+    (GOOD + "[raft]\nauto_promote = 'yes'\n", "raft.auto_promote: must be bool"),
     (GOOD + "[membership]\nprotocol = 'swim'\n", "membership.protocol: 'swim' is not one of"),
     (GOOD + "[membership]\nseeds = []\n", "membership.seeds: unknown key"),
     ("membership = 'rapid'\n" + GOOD, "membership: must be a table"),
@@ -86,6 +88,13 @@ def test_membership_protocol_selects_the_membership_every_node_runs(tmp_path) ->
             "coterie://n1@127.0.0.1:7101/user/node",
             "coterie://n2@127.0.0.1:7102/user/node",
         )
+
+
+def test_promotion_settings_reach_the_raft_config(tmp_path) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(GOOD + "[raft]\npromote_lag_entries = 500\nauto_promote = false\n")
+    raft = load(config).settings_for("n2").raft
+    assert raft.promote_lag == 500 and raft.auto_promote is False
 
 
 def test_unknown_node_id_and_missing_file(tmp_path, capsys) -> None:

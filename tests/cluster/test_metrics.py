@@ -76,7 +76,15 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 @pytest.mark.process
 def test_metrics_endpoints_follow_the_cluster(tmp_path) -> None:
-    cluster = LocalCluster(tmp_path, state_machine="examples.counter:Counter", metrics=True)
+    raft = {
+        "election_timeout_min_ms": 300,
+        "election_timeout_max_ms": 600,
+        "heartbeat_interval_ms": 50,
+        "snapshot_threshold_entries": 2,  # so the writes below make every node snapshot
+    }
+    cluster = LocalCluster(
+        tmp_path, state_machine="examples.counter:Counter", metrics=True, raft=raft
+    )
     cluster.start_all()
     try:
         leader = cluster.wait_for_leader()
@@ -127,5 +135,17 @@ def test_metrics_endpoints_follow_the_cluster(tmp_path) -> None:
         # 300 commands submitted at once travel in far fewer entries than commands
         assert value(lead, "coterie_proposed_entries_total") < 100
         assert value(lead, "coterie_applied_commands_total") >= 300
+        # Snapshots are taken after the apply that passed the threshold, so wait for them.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            snapshots = {node: scrape(cluster.metrics_addresses[node]) for node in cluster.ids}
+            if all(value(m, "coterie_snapshots_taken_total") >= 1 for m in snapshots.values()):
+                break
+            time.sleep(0.1)
+        for node, now in snapshots.items():
+            assert value(now, "coterie_snapshots_taken_total") >= 1, node
+            assert 0 < value(now, "coterie_snapshot_index") <= value(now, "coterie_applied_index")
+            assert value(now, "coterie_snapshot_bytes") > 0
+            assert value(now, "coterie_snapshots_installed_total") == 0  # nobody fell behind
     finally:
         cluster.close()
