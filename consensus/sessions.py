@@ -36,8 +36,10 @@ the rest of the log reproduces it exactly, and compaction cannot lose a session 
 back (Copycat lost sessions when the keep-alives that held them were compacted away).
 
 An error is answered as ``{"session_error": CODE, ...}``; ``unknown_session`` (expired,
-closed or never opened) cannot be retried with that session. A command whose ``apply`` raises
-has a deterministic failure result (``command_failed``), cached like any other.
+closed or never opened) cannot be retried with that session. A register while
+:data:`MAX_SESSIONS` are open is refused with ``too_many_sessions`` (the client retries it
+later). A command whose ``apply`` raises has a deterministic failure result
+(``command_failed``), cached like any other.
 
 If the user's machine has ``session_closed(session_id, expired, meta)``, it is told of every
 expiry and close (e.g. to release the session's locks).
@@ -58,12 +60,16 @@ _PLAIN, _REGISTER, _COMMAND, _KEEPALIVE, _UNREGISTER = b"\x00", b"R", b"C", b"K"
 # between replicas would make them diverge).
 MAX_TIMEOUT_MS = 7 * 24 * 3600 * 1000
 MAX_CACHED_RESULTS = 4096  # per session: answers not yet acknowledged by the client
+# Open sessions at once: a client registering in a loop (a bug, or hostile) is refused here
+# rather than growing every replica's memory and snapshots until its sessions expire.
+MAX_SESSIONS = 100_000
 SESSION_SHIFT = 16  # session id = index << 16 | position, like the shell's EntryMeta.sequence
 
 UNKNOWN_SESSION = "unknown_session"
 SEQUENCE_GAP = "sequence_gap"
 STALE_SEQUENCE = "stale_sequence"
 MALFORMED = "malformed_session_command"
+TOO_MANY_SESSIONS = "too_many_sessions"
 
 _SNAPSHOT_MAGIC = b"CTSESS01"
 _SNAPSHOT_PREFIX = _SNAPSHOT_MAGIC[:6]  # a snapshot starting with it must carry a session table
@@ -235,6 +241,8 @@ class SessionStateMachine:
     def _register(self, timeout: int, meta: Any) -> Any:
         if not 0 < timeout <= MAX_TIMEOUT_MS:
             return _error(MALFORMED, detail=f"timeout {timeout} ms outside 1..{MAX_TIMEOUT_MS}")
+        if len(self.sessions) >= MAX_SESSIONS:
+            return _error(TOO_MANY_SESSIONS, limit=MAX_SESSIONS)
         session_id = meta.index << SESSION_SHIFT | meta.position
         session = Session(session_id, timeout, self.clock)
         self.sessions[session_id] = session

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from consensus import sessions
 from consensus.sessions import (
     MALFORMED,
     MAX_CACHED_RESULTS,
@@ -329,3 +330,17 @@ def test_expiry_matches_a_plain_model_under_random_traffic(seed: int) -> None:
             model[sid] = (clock, model[sid][1])
     assert [sid for sid, expired, _ in run.user.closed if expired] == expected
     assert set(run.machine.sessions) == set(model)
+
+
+def test_registers_beyond_the_open_session_limit_are_refused_until_some_expire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sessions, "MAX_SESSIONS", 3)
+    run = Driver()
+    opened = [run(encode_register(100), 0)["session"] for _ in range(3)]
+    refused = run(encode_register(100), 10)
+    assert session_error(refused) == sessions.TOO_MANY_SESSIONS and refused["limit"] == 3
+    assert set(run.machine.sessions) == set(opened)
+    # Once they expire (by the log's time), a register succeeds again.
+    assert "session" in run(encode_register(100), 500)
+    assert len(run.machine.sessions) == 1
