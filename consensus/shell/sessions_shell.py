@@ -5,8 +5,9 @@ The session logic itself is sans-IO and lives in :mod:`consensus.sessions`
 (:class:`~consensus.sessions.SessionStateMachine`); this module only decides how the shell
 uses it, so there is one source of truth for what a session envelope means:
 
-* every node wraps the user's machine once, in the state machine actor, so plain commands,
-  session envelopes and the batches that carry them are applied alike on every replica;
+* every node wraps the user's machine once, in the state machine actor, and so does every
+  HTTP follower (``follow.follower``), so plain commands, session envelopes and the batches
+  that carry them are applied alike on every replica and every follower;
 * the wrapper's ``snapshot()``/``restore()`` are what the snapshot shell writes and installs,
   so the session table (each session's last sequence number and cached results) travels in
   the same snapshot file as the user's state, and a restart, an InstallSnapshot or a
