@@ -28,6 +28,7 @@ from membership.messages import (
     Unsubscribe,
     Welcome,
 )
+from membership.shell_io import subscriber_ref, tell_logged
 
 
 class _Tick:
@@ -98,12 +99,8 @@ class MembershipActor(Actor):
         return None
 
     def _subscribe(self, subscriber: str, sender: ActorRef | None) -> None:
-        if subscriber:
-            ref = self.ctx.system.ref(subscriber)
-        elif sender is not None:
-            ref = sender
-        else:
-            self.ctx.log.warning("subscribe without a subscriber path or a sender: ignored")
+        ref = subscriber_ref(self.ctx, subscriber, sender)
+        if ref is None:
             return
         self.subscribers[ref.path.text] = ref
         # The current state first, as events, so a subscriber never has to ask and then
@@ -142,7 +139,4 @@ class MembershipActor(Actor):
         return ref
 
     def _tell(self, ref: ActorRef, message: Any) -> None:
-        try:
-            ref.tell(message)
-        except ActorError as exc:  # e.g. a remote path on a system without a transport
-            self.ctx.log.warning("cannot send", to=ref.path.text, error=str(exc))
+        tell_logged(self.ctx, ref, message)

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from actors import Actor, ActorError, ActorRef
+from actors import Actor, ActorRef
 from membership.config import membership_path, supervisor_path
 from membership.messages import (
     GetMembershipStatus,
@@ -49,6 +49,7 @@ from membership.rapid.config import RapidConfig
 from membership.rapid.effects import Effect, Log, Publish, Send
 from membership.rapid.messages import RAPID_PROTOCOL, GetRapidStatus, ViewChange
 from membership.rapid.node import RapidNode, State
+from membership.shell_io import subscriber_ref, tell_logged
 
 
 @dataclass(frozen=True)
@@ -167,12 +168,8 @@ class RapidMembershipActor(Actor):
         )
 
     def _subscribe(self, subscriber: str, sender: ActorRef | None) -> None:
-        if subscriber:
-            ref = self.ctx.system.ref(subscriber)
-        elif sender is not None:
-            ref = sender
-        else:
-            self.ctx.log.warning("subscribe without a subscriber path or a sender: ignored")
+        ref = subscriber_ref(self.ctx, subscriber, sender)
+        if ref is None:
             return
         self.subscribers[ref.path.text] = ref
         # The view held now comes first, as an event, so a subscriber never has to ask and
@@ -204,7 +201,4 @@ class RapidMembershipActor(Actor):
         return ref
 
     def _tell(self, ref: ActorRef, message: Any) -> None:
-        try:
-            ref.tell(message)
-        except ActorError as exc:  # e.g. a remote path on a system without a transport
-            self.ctx.log.warning("cannot send", to=ref.path.text, error=str(exc))
+        tell_logged(self.ctx, ref, message)
