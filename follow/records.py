@@ -111,6 +111,11 @@ class Encoder:
         payload = frame[ENTRY_OVERHEAD:]
         if self.fmt == MSGPACK:
             return self._packer.pack([_ENTRY, seq, term, kind, timestamp, crc, payload])
+        return self._entry_line(seq, term, kind, timestamp, crc, payload)
+
+    def _entry_line(
+        self, seq: int, term: int, kind: int, timestamp: int, crc: int, payload: bytes
+    ) -> bytes:
         return self._line(
             {
                 "type": "entry",
@@ -128,18 +133,7 @@ class Encoder:
         if isinstance(record, EntryRecord):
             if self.fmt == MSGPACK:
                 return self._packer.pack([_ENTRY, *record])
-            seq, term, kind, timestamp, crc, payload = record
-            return self._line(
-                {
-                    "type": "entry",
-                    "seq": seq,
-                    "term": term,
-                    "kind": kind,
-                    "ts": timestamp,
-                    "crc": crc,
-                    "data": base64.b64encode(payload).decode("ascii"),
-                }
-            )
+            return self._entry_line(*record)
         if isinstance(record, Header):
             if self.fmt == MSGPACK:
                 return self._packer.pack([_HEADER, *record])
