@@ -33,7 +33,7 @@ import pathlib
 import re
 import socket
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import zmq
@@ -267,11 +267,7 @@ class HandshakeWatch:
         self._router = router
 
     def drain(self) -> None:
-        sock = self.socket
-        for _ in range(100):
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return
-            event = parse_monitor_message(sock.recv_multipart(zmq.NOBLOCK))
+        for event in _pending_events(self.socket):
             self._on_event(event["event"], event["value"])
 
     def _on_event(self, kind: int, value: int) -> None:
@@ -290,9 +286,7 @@ class HandshakeWatch:
                 self._failure = None
 
     def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self._router.disable_monitor()
-        self.socket.close(0)
+        _stop_monitor(self._router, self.socket)
 
 
 class DialWatch:
@@ -312,11 +306,7 @@ class DialWatch:
         self.socket = dealer.get_monitor_socket(self._EVENTS)
 
     def drain(self) -> None:
-        sock = self.socket
-        for _ in range(100):
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return
-            event = parse_monitor_message(sock.recv_multipart(zmq.NOBLOCK))
+        for event in _pending_events(self.socket):
             if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 # The peer's ZAP handler said no (its status code): our key is not allowed.
                 self._rejected(self.endpoint, f"key_not_allowed (ZAP {event['value']})")
@@ -326,9 +316,21 @@ class DialWatch:
                 self._rejected(self.endpoint, "handshake_failed")
 
     def close(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            self._dealer.disable_monitor()
-        self.socket.close(0)
+        _stop_monitor(self._dealer, self.socket)
+
+
+def _pending_events(sock: Any, limit: int = 100) -> Iterator[dict[str, Any]]:
+    """The monitor events waiting on ``sock`` (at most ``limit``: the IO loop comes back)."""
+    for _ in range(limit):
+        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return
+        yield parse_monitor_message(sock.recv_multipart(zmq.NOBLOCK))
+
+
+def _stop_monitor(watched: Any, monitor: Any) -> None:
+    with contextlib.suppress(zmq.ZMQError):
+        watched.disable_monitor()
+    monitor.close(0)
 
 
 def _peer_of_fd(fd: int) -> str:
