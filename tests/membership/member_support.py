@@ -1,8 +1,14 @@
 """Helpers shared by the membership tests that run real actor systems: a fast configuration, an
-event collector actor, and polling with a deadline."""
+event collector actor, member processes, and polling with a deadline."""
 
 from __future__ import annotations
 
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +25,7 @@ from membership import (
 from membership.messages import MemberReachable, MemberRemoved, MemberUp
 
 EVENT_TYPES = (MemberUp, MemberUnreachable, MemberReachable, MemberRemoved)
+HERE = pathlib.Path(__file__).parent
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.02) -> Any:
@@ -93,3 +100,51 @@ def everyone_up(system: ActorSystem, nodes: list[str]) -> bool:
         if {r.node for r in rows if r.state == "up"} != set(nodes):
             return False
     return True
+
+
+class Member:
+    """A ``member_node.py`` process: started, it prints its address and node path."""
+
+    def __init__(
+        self,
+        name: str,
+        seeds: list[str],
+        settings: dict,
+        log_dir: pathlib.Path,
+        protocol: str | None = None,
+    ) -> None:
+        self.name = name
+        self.stderr_path = log_dir / f"{name}.log"
+        args = [sys.executable, str(HERE / "member_node.py"), "--name", name]
+        for seed in seeds:
+            args += ["--seed", seed]
+        if protocol is not None:
+            args += ["--protocol", protocol]
+        args += ["--config", json.dumps(settings)]
+        with self.stderr_path.open("w") as stderr:
+            self.proc = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
+            )
+        self.address = ""
+        self.node = ""
+
+    def started(self) -> None:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} did not start: {self.stderr_path.read_text()[-2000:]}")
+        info = json.loads(line)
+        self.address, self.node = info["address"], info["node"]
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.proc.pid, sig)
+
+    def close(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.signal(signal.SIGCONT)  # in case a test left it stopped
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

@@ -9,17 +9,13 @@ of the whole machine up to about 1.5 s are tolerated, which keeps two busy cores
 
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from member_support import Events, everyone_up, status, wait_until
+from member_support import Events, Member, everyone_up, status, wait_until
 
 from actors import ActorSystem
 from membership import (
@@ -50,43 +46,6 @@ SETTINGS = {
 }
 # Suspicion comes this long after the last heartbeat with a steady history, plus a tick.
 DETECTION = silence_at_threshold(HEARTBEAT, 0.0, DETECTOR) + SETTINGS["tick_interval"]
-
-
-class Member:
-    def __init__(self, name: str, seeds: list[str], settings: dict, log_dir: pathlib.Path) -> None:
-        self.name = name
-        self.stderr_path = log_dir / f"{name}.log"
-        args = [sys.executable, str(HERE / "member_node.py"), "--name", name]
-        for seed in seeds:
-            args += ["--seed", seed]
-        args += ["--config", json.dumps(settings)]
-        with self.stderr_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
-            )
-        self.address = ""
-        self.node = ""
-
-    def started(self) -> None:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} did not start: {self.stderr_path.read_text()[-2000:]}")
-        info = json.loads(line)
-        self.address, self.node = info["address"], info["node"]
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def close(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.signal(signal.SIGCONT)  # in case a test left it stopped
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 class ProcessCluster:

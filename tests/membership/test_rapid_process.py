@@ -10,19 +10,16 @@ and a loaded machine's stalls up to about a second are tolerated.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from member_support import wait_until
+from member_support import Member, wait_until
 
 from actors import UNHANDLED, Actor, ActorRef, ActorSystem, Props
 from membership import Subscribe, membership_path
@@ -72,51 +69,20 @@ class ViewCollector(Actor):
         return UNHANDLED
 
 
-class Node:
-    def __init__(self, name: str, seeds: list[str], log_dir: pathlib.Path) -> None:
-        self.name = name
-        self.stderr_path = log_dir / f"{name}.log"
-        args = [sys.executable, str(HERE / "member_node.py"), "--name", name]
-        args += ["--protocol", "rapid", "--config", json.dumps(SETTINGS)]
-        for seed in seeds:
-            args += ["--seed", seed]
-        with self.stderr_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True
-            )
-        self.address = ""
-        self.node = ""
-
-    def started(self) -> None:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"{self.name} did not start: {self.stderr_path.read_text()[-2000:]}")
-        info = json.loads(line)
-        self.address, self.node = info["address"], info["node"]
-
-    def close(self) -> None:
-        if self.proc.poll() is not None:
-            return
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 class RapidCluster:
     def __init__(self, size: int, log_dir: pathlib.Path) -> None:
-        self.nodes: list[Node] = []
+        self.nodes: list[Member] = []
         self.operator = ActorSystem("operator", host="127.0.0.1")
         self.log: list[tuple[float, str, Any]] = []
         self.lock = threading.Lock()
         self.collector = self.operator.spawn(Props(ViewCollector, self.log, self.lock), "views")
         try:
-            seed = Node("r0", [], log_dir)
+            seed = Member("r0", [], SETTINGS, log_dir, "rapid")
             self.nodes.append(seed)
             seed.started()
-            others = [Node(f"r{i}", [seed.address], log_dir) for i in range(1, size)]
+            others = [
+                Member(f"r{i}", [seed.address], SETTINGS, log_dir, "rapid") for i in range(1, size)
+            ]
             self.nodes += others
             for node in others:
                 node.started()
