@@ -84,6 +84,30 @@ def command_failed(exc: BaseException) -> dict[str, str]:
     return {"error": "command_failed", "type": type(exc).__name__, "detail": str(exc)}
 
 
+def apply_command_entry(machine: Any, entry: Any, log: Any) -> Any:
+    """Apply one committed command entry to ``machine``: its batch decoded, each command applied
+    in order with its ``EntryMeta``, a command that raises recorded as :func:`command_failed`.
+    The results, one per command (one ``command_failed`` for a batch that does not decode).
+    Voters (this module's actor) and HTTP followers (``follow.apply``) both apply through
+    here, so the same log gives them the same state."""
+    try:
+        payloads = decode_commands(entry.payload)
+    except MalformedBatch as exc:
+        # Every replica decodes the same bytes the same way: a deterministic failure.
+        log.warning("malformed command batch", index=entry.index, error=str(exc))
+        return command_failed(exc)
+    apply = machine.apply
+    index, term, timestamp = entry.index, entry.term, entry.timestamp
+    out = []
+    for position, payload in enumerate(payloads):
+        try:
+            out.append(apply(payload, EntryMeta(index, term, timestamp, position)))
+        except Exception as exc:
+            log.warning("command failed", index=index, position=position, error=repr(exc))
+            out.append(command_failed(exc))
+    return out
+
+
 @dataclasses.dataclass(slots=True)
 class QueryJob:
     """A released read: answer ``reply`` with the state machine's answer to ``payload``."""
@@ -192,24 +216,7 @@ class StateMachineActor(Actor):
             self.metrics.applied_commands.inc(commands)
 
     def _apply_entry(self, entry: Any) -> Any:
-        try:
-            payloads = decode_commands(entry.payload)
-        except MalformedBatch as exc:
-            # Every replica decodes the same bytes the same way: a deterministic failure.
-            self.ctx.log.warning("malformed command batch", index=entry.index, error=str(exc))
-            return command_failed(exc)
-        apply = self.machine.apply
-        index, term, timestamp = entry.index, entry.term, entry.timestamp
-        out = []
-        for position, payload in enumerate(payloads):
-            try:
-                out.append(apply(payload, EntryMeta(index, term, timestamp, position)))
-            except Exception as exc:
-                self.ctx.log.warning(
-                    "command failed", index=index, position=position, error=repr(exc)
-                )
-                out.append(command_failed(exc))
-        return out
+        return apply_command_entry(self.machine, entry, self.ctx.log)
 
     def _query(self, job: QueryJob) -> None:
         try:
